@@ -1,0 +1,47 @@
+"""Architecture hyper-parameters shared by the generator families (``model:`` in a preset)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Family = Literal["stylegan2", "progan"]
+
+
+@dataclass(kw_only=True)
+class ModelConfig:
+    family: Family = "stylegan2"
+    """Generator/discriminator family: ``stylegan2`` (Karras et al. 2020) or ``progan`` (2018)."""
+    z_dim: int = 512
+    """Latent (input) dimensionality."""
+    w_dim: int = 512
+    """Intermediate latent W dimensionality (stylegan2)."""
+    map_depth: int = 8
+    """Mapping-network layers (stylegan2; presets use 2 for small data, 8 for the paper)."""
+    map_lr_mult: float = 0.01
+    """Learning-rate multiplier of the mapping network (equalized lr)."""
+    channel_base: int = 32768
+    """Feature maps at resolution r are min(channel_base / r, channel_max)."""
+    channel_max: int = 512
+    """Upper bound of feature maps per layer."""
+    mbstd_group: int = 4
+    """Minibatch-stddev group size (0: no mbstd layer); clipped to the per-device batch."""
+    mbstd_channels: int = 1
+    """Minibatch-stddev feature channels."""
+    conditional: bool = False
+    """Condition G and D on the class labels of the dataset (needs a labelled manifest)."""
+    w_avg_beta: float = 0.995
+    """Decay of the running W average used by the truncation trick (stylegan2)."""
+    conv_clamp: float | None = 256.0
+    """Clamp conv outputs to +-this under reduced precision (None: never)."""
+
+    def __post_init__(self) -> None:
+        for name in ("z_dim", "w_dim", "map_depth", "channel_base", "channel_max", "mbstd_channels"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name}: must be a positive integer, got {getattr(self, name)}")
+        if self.mbstd_group < 0:
+            raise ValueError(f"mbstd_group: must be >= 0 (0 disables it), got {self.mbstd_group}")
+        if not 0.0 < self.map_lr_mult <= 1.0:
+            raise ValueError(f"map_lr_mult: must be in (0, 1], got {self.map_lr_mult}")
+        if not 0.0 <= self.w_avg_beta < 1.0:
+            raise ValueError(f"w_avg_beta: must be in [0, 1), got {self.w_avg_beta}")
