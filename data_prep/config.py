@@ -46,6 +46,14 @@ class PrepConfig:
     """Which slice this job processes (0-based)."""
     max_image_pixels: int = 178_956_970
     """Images with more pixels are skipped as decompression bombs."""
+    min_size: int | None = None
+    """Image files whose shorter side is below this many pixels are skipped as too small
+    (None: resolution / 8; 0: no minimum). The built-in array datasets (digits, CIFAR-10, MNIST)
+    are exempt: upscaling them is intended."""
+
+    @property
+    def effective_min_size(self) -> int:
+        return max(1, self.resolution // 8) if self.min_size is None else self.min_size
 
     def __post_init__(self) -> None:
         r = self.resolution
@@ -63,6 +71,10 @@ class PrepConfig:
             raise ValueError(f"val_fraction: must be in [0, 1), got {self.val_fraction}")
         if self.workers < 0:
             raise ValueError(f"workers: must be >= 0 (0: all cores), got {self.workers}")
+        if self.max_image_pixels <= 0:
+            raise ValueError(f"max_image_pixels: must be positive, got {self.max_image_pixels}")
+        if self.min_size is not None and self.min_size < 0:
+            raise ValueError(f"min_size: must be >= 0 (0: no minimum), got {self.min_size}")
         if self.num_partitions < 1:
             raise ValueError(f"num_partitions: must be >= 1, got {self.num_partitions}")
         if not 0 <= self.partition < self.num_partitions:

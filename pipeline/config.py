@@ -21,8 +21,8 @@ from training.data import DataConfig
 from training.growth import GrowthConfig
 from training.losses import LossConfig
 from training.networks.config import ModelConfig
-from training.trainer import TrainConfig
 from training.tracking import TrackingConfig
+from training.trainer import TrainConfig
 
 from .configtools import ConfigError, apply_overrides, deep_merge, from_dict, read_yaml, to_dict
 

@@ -1,9 +1,25 @@
-"""GAN losses as pure functions (implementation lands with the StyleGAN2 issue)."""
+"""GAN losses and regularisers as pure functions of tensors.
+
+- Non-saturating logistic loss (Goodfellow et al. 2014, sec. 3), as StyleGAN2(-ADA) uses it.
+- R1 gradient penalty (Mescheder et al. 2018, "Which Training Methods for GANs do actually
+  Converge?", eq. 9) with lazy regularisation (StyleGAN2 sec. 3.1).
+- Path-length regularisation (StyleGAN2 sec. 3.2, eq. 4).
+- WGAN-GP (Gulrajani et al. 2017, eq. 3) with ProGAN's epsilon drift (Karras et al. 2018, A.1).
+
+No ``.backward()``, no logging, no devices: each function returns a scalar tensor (batch mean) or a
+tuple of them; the trainer weights, sums, backpropagates and logs. Losses are computed in
+float32 (logits are upcast) so that autocast does not change them.
+"""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
+
+import torch
+import torch.nn.functional as F
 
 
 @dataclass(kw_only=True)
@@ -38,3 +54,139 @@ class LossConfig:
                 raise ValueError(f"{name}: must be an integer >= 1, got {getattr(self, name)}")
         if self.style_mixing > 1:
             raise ValueError(f"style_mixing: is a probability in [0, 1], got {self.style_mixing}")
+
+
+# --------------------------------------------------------------------------------------------
+# Non-saturating logistic GAN (StyleGAN2)
+
+
+def g_nonsaturating_loss(fake_logits: torch.Tensor) -> torch.Tensor:
+    """Generator loss ``E_z[-log sigmoid(D(G(z)))] = E[softplus(-D(G(z)))]``.
+
+    fake_logits: [N, 1] (or [N]) -> scalar. Non-saturating: strong gradients early in training,
+    when D rejects fakes confidently (Goodfellow et al. 2014, sec. 3).
+    """
+    return F.softplus(-fake_logits.float()).mean()
+
+
+def d_logistic_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """Discriminator loss ``E[softplus(D(G(z)))] + E[softplus(-D(x))]``.
+
+    = -E[log(1 - sigmoid(D(G(z))))] - E[log sigmoid(D(x))]. real_logits, fake_logits: [N, 1] ->
+    scalar; the two batches may differ in size (each term is a mean of its own batch).
+    """
+    return F.softplus(fake_logits.float()).mean() + F.softplus(-real_logits.float()).mean()
+
+
+def r1_penalty(real_logits: torch.Tensor, real_images: torch.Tensor) -> torch.Tensor:
+    """R1 = E_x[ ||grad_x D(x)||^2 ] (Mescheder et al. 2018, eq. 9, without gamma / 2).
+
+    real_logits: [N, 1] computed from ``real_images`` [N, C, H, W], which must have had
+    ``requires_grad_(True)`` before D (and before augmentation, so that the penalty is on the
+    un-augmented reals, as NVlabs). Returns the batch mean of the per-sample squared gradient norm;
+    the graph is kept (``create_graph=True``) so that the penalty itself can be backpropagated.
+    The caller multiplies by ``gamma / 2 * r1_interval`` (lazy regularisation: the penalty runs
+    every ``r1_interval`` D steps, so its weight is scaled up to keep the same strength).
+    """
+    if not real_images.requires_grad:
+        raise ValueError(
+            "r1_penalty: real_images must require grad (call real_images.requires_grad_(True) before D)"
+        )
+    (grad,) = torch.autograd.grad(
+        outputs=real_logits.float().sum(), inputs=real_images, create_graph=True
+    )
+    return grad.float().square().sum(dim=list(range(1, grad.ndim))).mean()
+
+
+def path_length_penalty(
+    fake_images: torch.Tensor,
+    ws: torch.Tensor,
+    pl_mean: torch.Tensor,
+    decay: float = 0.01,
+    noise: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Path-length regularisation (StyleGAN2 sec. 3.2, eq. 4): ``E_{w,y}(||J_w^T y||_2 - a)^2``.
+
+    fake_images: [N, C, H, W] = synthesis(ws); ws: [N, num_ws, w_dim] (requires grad);
+    pl_mean: scalar running mean ``a``; noise: optional y ~ N(0, I) [N, C, H, W] (for tests).
+    y is scaled by 1/sqrt(H*W) so the lengths do not depend on the resolution;
+    ``J_w^T y = grad_ws sum(images * y)``; the length per sample is
+    ``sqrt(mean over layers of sum over w_dim of grad^2)`` (NVlabs).
+
+    Returns (penalty: scalar batch mean of (length - a')^2, new_pl_mean: detached a') where
+    a' = lerp(pl_mean, mean length, decay). As NVlabs, the penalty uses the *updated* mean and
+    lets gradient flow through it. The caller stores new_pl_mean (a buffer in the checkpoint) and
+    multiplies the penalty by ``pl_weight * pl_interval``. new_pl_mean is the local-batch update;
+    distributed runs may all-reduce (average) it.
+    """
+    if noise is None:
+        noise = torch.randn_like(fake_images)
+    noise = noise / math.sqrt(fake_images.shape[2] * fake_images.shape[3])
+    (grad,) = torch.autograd.grad(
+        outputs=(fake_images.float() * noise).sum(), inputs=ws, create_graph=True
+    )
+    lengths = grad.float().square().sum(dim=2).mean(dim=1).sqrt()  # [N]
+    new_pl_mean = pl_mean.float().lerp(lengths.mean(), decay)
+    penalty = (lengths - new_pl_mean).square().mean()
+    return penalty, new_pl_mean.detach()
+
+
+def lazy_regularization_adam(
+    lr: float, betas: tuple[float, float], interval: int | None
+) -> tuple[float, tuple[float, float]]:
+    """Adam hyper-parameters for a network regularised every ``interval`` minibatches.
+
+    StyleGAN2 appendix B: with lazy regularisation the optimizer takes interval + 1 steps per
+    ``interval`` minibatches, so lr and betas are rescaled by c = interval / (interval + 1):
+    ``lr' = c * lr``, ``beta' = beta ** c``. ``interval`` None or 1 (regularised in the main step):
+    unchanged.
+    """
+    if interval is None or interval <= 1:
+        return lr, tuple(betas)
+    c = interval / (interval + 1)
+    return lr * c, (betas[0] ** c, betas[1] ** c)
+
+
+# --------------------------------------------------------------------------------------------
+# WGAN-GP (ProGAN)
+
+
+def d_wgan_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """Critic loss ``E[D(G(z))] - E[D(x)]`` (Arjovsky et al. 2017; Gulrajani et al. 2017 eq. 3)."""
+    return fake_logits.float().mean() - real_logits.float().mean()
+
+
+def g_wgan_loss(fake_logits: torch.Tensor) -> torch.Tensor:
+    """Generator loss ``-E[D(G(z))]``."""
+    return -fake_logits.float().mean()
+
+
+def gradient_penalty(
+    discriminator_fn: Callable[[torch.Tensor], torch.Tensor],
+    real_images: torch.Tensor,
+    fake_images: torch.Tensor,
+    gp_lambda: float = 10.0,
+    target: float = 1.0,
+    alpha: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """WGAN-GP penalty ``lambda * E_xhat[(||grad D(xhat)||_2 - target)^2] / target^2``.
+
+    Gulrajani et al. 2017, eq. 3 (target 1); ProGAN generalises the target gamma and divides by
+    gamma^2 (sec. A.1, used with gamma=750 on CIFAR). xhat = real + alpha * (fake - real), alpha ~
+    U[0, 1] per sample (or the given alpha [N]). discriminator_fn: images -> logits [N, 1] (close
+    over labels / resolution / fade alpha). fake_images are detached: the penalty trains D only.
+    """
+    real = real_images.detach()
+    if alpha is None:
+        alpha = torch.rand(real.shape[0], device=real.device, dtype=real.dtype)
+    alpha = alpha.to(real.dtype).reshape(-1, *([1] * (real.ndim - 1)))
+    mixed = real.lerp(fake_images.detach().to(real.dtype), alpha).requires_grad_(True)
+    logits = discriminator_fn(mixed)
+    (grad,) = torch.autograd.grad(outputs=logits.float().sum(), inputs=mixed, create_graph=True)
+    norms = grad.float().flatten(1).norm(dim=1)
+    return gp_lambda * ((norms - target).square() / (target * target)).mean()
+
+
+def epsilon_drift(real_logits: torch.Tensor, drift: float = 0.001) -> torch.Tensor:
+    """ProGAN drift term ``epsilon * E[D(x)^2]`` (sec. A.1): keeps critic outputs near 0."""
+    return drift * real_logits.float().square().mean()

@@ -1,10 +1,49 @@
-"""The GAN trainer on Accelerate (implementation follows)."""
+"""The GAN trainer: one readable ``fit()`` on Accelerate for the StyleGAN2 and ProGAN families.
+
+Per step (one global batch, as StyleGAN2-ADA's phases): G main -> G regularisation (path length,
+lazy) -> D main -> D regularisation (R1, lazy) -> EMA -> augment-p update; a tick line every
+``tick_kimg``; sample grids and checkpoints every few ticks. ProGAN runs through the same loop:
+the growth schedule turns ``images_seen`` into ``(resolution, alpha)``, passed to the networks and
+to the real-image downsampler.
+
+Reproducibility across world sizes and resumes: every random draw of a micro-batch (latents,
+noise, augmentation, style mixing) comes from a torch RNG reseeded from ``(seed, step, phase,
+global micro-batch index)``. A global batch is the same set of micro-batches whether it runs on
+one process with gradient accumulation or on many, and a resumed run continues the same streams
+from its counters.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+import copy
+import json
+import math
+import resource
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
 
+import torch
+import torch.nn.functional as F
+
+from data_prep.manifest import Manifest, load_manifest
+
+from . import augment as augment_lib
+from . import losses
+from .checkpoint import latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
+from .data import build_loader, shard_warning, stable_seed
+from .distributed import Distributed
+from .ema import ema_beta, update_ema
+from .growth import Phase, batch_for, downsample_reals, growth_phase, lr_for
+from .images import grid_array, grid_latents, save_curves, save_png, to_uint8
+from .networks import build_networks
+from .networks.export import save_export
+from .networks.stylegan2 import mix_styles
+from .tracking import Tracker
 
 @dataclass(kw_only=True)
 class TrainConfig:
@@ -69,3 +108,536 @@ class TrainConfig:
                 raise ValueError(f"{name}: must be >= 0, got {getattr(self, name)}")
         if self.ema_rampup is not None and self.ema_rampup <= 0:
             raise ValueError(f"ema_rampup: must be positive or null, got {self.ema_rampup}")
+
+
+# ----------------------------------------------------------------------------------------------
+# Small helpers
+
+
+def _git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _peak_memory_gb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB (Linux)
+
+
+def _fmt_eta(seconds: float) -> str:
+    if not math.isfinite(seconds) or seconds < 0:
+        return "?"
+    h, rem = divmod(int(seconds), 3600)
+    return f"{h}:{rem // 60:02d}:{rem % 60:02d}"
+
+
+def _default_yaml(cfg: Any) -> str:
+    import yaml
+
+    def plain(x: Any) -> Any:
+        if isinstance(x, dict):
+            return {k: plain(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [plain(v) for v in x]
+        return x
+
+    return yaml.safe_dump(plain(asdict(cfg)), sort_keys=False)
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out: dict = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+class TrainingError(RuntimeError):
+    """Training stopped abnormally (non-finite loss); the last good checkpoint is kept."""
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    export_dir: Path | None
+    images_seen: int
+    status: Literal["finished", "interrupted", "diverged"]
+    mlflow_run_id: str | None = None
+    last_checkpoint: Path | None = None
+    grid_path: Path | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------------------------
+# The trainer
+
+
+class Trainer:
+    """Builds everything from the run config, then ``fit()`` runs the algorithm."""
+
+    def __init__(self, cfg: Any, config_yaml: str | None = None) -> None:
+        self.cfg = cfg
+        self.tcfg: TrainConfig = cfg.train
+        self.config_yaml = config_yaml or _default_yaml(cfg)
+        self.dist = Distributed(cpu=self.tcfg.cpu, mixed_precision=self.tcfg.mixed_precision)
+        self.device = self.dist.device
+        self.run_dir = Path(cfg.run_dir)
+        self.ckpt_dir = self.run_dir / "checkpoints"
+        self.manifest: Manifest = load_manifest(cfg.manifest)
+        self.family = cfg.model.family
+        self.progressive = self.family == "progan"
+        self._build_networks()
+        self._build_optimizers()
+        self.aug_cfg = cfg.augment
+        self.ada = augment_lib.AdaController(cfg.augment) if cfg.augment.mode == "ada" else None
+        self.augment_p = cfg.augment.p
+        self.pl_mean = torch.zeros([], device=self.device)
+        self.images_seen = 0
+        self.step = 0
+        self.tick = 0
+        self.mlflow_run_id: str | None = None
+        self.history: list[dict] = []
+        self._stop_signal: str | None = None
+        self._loader_key: tuple | None = None
+        self._loader_iter = None
+        self._opt_resolution: int | None = None
+        self.tracker: Tracker | None = None
+        self.last_metrics: dict[str, float] = {}
+
+    # -- construction -----------------------------------------------------------------------------
+    def _build_networks(self) -> None:
+        cfg, m = self.cfg, self.manifest
+        if cfg.model.conditional and m.num_classes == 0:
+            raise ValueError(f"model.conditional: true needs a labelled dataset, but {m.location}/manifest.json "
+                             f"has no classes; prep with labels or set model.conditional=false")
+        self.c_dim = m.num_classes if cfg.model.conditional else 0
+        torch.manual_seed(self.tcfg.seed)  # identical initial weights on every rank
+        g, d, self.g_kwargs, self.d_kwargs = build_networks(cfg.model, m.resolution, m.channels, self.c_dim)
+        self.generator = g.to(self.device).train()
+        self.discriminator = d.to(self.device).train()
+        self.g_ema = copy.deepcopy(self.generator).eval().requires_grad_(False)
+        if self.tcfg.compile:
+            self.g_forward = torch.compile(self.generator)
+            self.d_forward = torch.compile(self.discriminator)
+        else:
+            self.g_forward, self.d_forward = self.generator, self.discriminator
+
+    def _build_optimizers(self, lr_g: float | None = None, lr_d: float | None = None) -> None:
+        """Adam per network, with StyleGAN2's lazy-regularisation correction of lr and betas."""
+        lcfg, t = self.cfg.loss, self.tcfg
+        g_interval = lcfg.pl_interval if (self.family == "stylegan2" and lcfg.pl_weight > 0) else None
+        d_interval = lcfg.r1_interval if (lcfg.kind == "nonsaturating" and lcfg.r1_gamma > 0) else None
+        g_lr, g_betas = losses.lazy_regularization_adam(lr_g or t.lr_g, t.betas, g_interval)
+        d_lr, d_betas = losses.lazy_regularization_adam(lr_d or t.lr_d, t.betas, d_interval)
+        self.g_optimizer = torch.optim.Adam(self.generator.parameters(), lr=g_lr, betas=g_betas, eps=t.eps)
+        self.d_optimizer = torch.optim.Adam(self.discriminator.parameters(), lr=d_lr, betas=d_betas, eps=t.eps)
+        use_scaler = t.mixed_precision == "fp16"
+        self.g_scaler = torch.amp.GradScaler(self.device.type, enabled=use_scaler)
+        self.d_scaler = torch.amp.GradScaler(self.device.type, enabled=use_scaler)
+
+    # -- batch geometry ---------------------------------------------------------------------------
+    def phase(self) -> Phase | None:
+        if not self.progressive:
+            return None
+        return growth_phase(self.images_seen, self.cfg.growth, self.manifest.resolution)
+
+    def batch_geometry(self, phase: Phase | None) -> tuple[int, int, int]:
+        """-> (global batch, per-device micro-batch, accumulation steps)."""
+        batch = batch_for(phase.resolution, self.cfg.growth, self.tcfg.batch) if phase else self.tcfg.batch
+        world = self.dist.world_size
+        micro = self.tcfg.batch_per_device or max(batch // world, 1)
+        micro = min(micro, max(batch // world, 1))
+        if batch % (micro * world):
+            raise ValueError(f"train.batch={batch} must be a multiple of train.batch_per_device ({micro}) x "
+                             f"world size ({world}); change train.batch or train.batch_per_device")
+        return batch, micro, batch // (micro * world)
+
+    def _next_real(self, micro: int, accum: int) -> tuple[torch.Tensor, torch.Tensor]:
+        key = (micro, accum)
+        if self._loader_key != key:  # (re)built at start, resume and ProGAN batch changes
+            loader = build_loader(self.manifest, self.cfg.data, batch=micro, rank=self.dist.rank,
+                                  world_size=self.dist.world_size, seed=self.tcfg.seed, micro_per_rank=accum,
+                                  start_index=self.images_seen)
+            self._loader_iter, self._loader_key = iter(loader), key
+        images, labels = next(self._loader_iter)
+        return images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
+
+    # -- randomness -------------------------------------------------------------------------------
+    def reseed(self, phase_name: str, micro_global: int) -> None:
+        torch.manual_seed(stable_seed(self.tcfg.seed, self.step, phase_name, micro_global) % 2**63)
+
+    def one_hot(self, labels: torch.Tensor) -> torch.Tensor | None:
+        if self.c_dim == 0:
+            return None
+        return F.one_hot(labels.clamp(min=0), self.c_dim).float()
+
+    # -- network calls ----------------------------------------------------------------------------
+    def net_kwargs(self, phase: Phase | None) -> dict:
+        return {"resolution": phase.resolution, "alpha": phase.alpha} if phase else {}
+
+    def run_generator(self, z: torch.Tensor, c: torch.Tensor | None, phase: Phase | None,
+                      with_ws: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        with self.dist.autocast():
+            if phase is not None:
+                return self.g_forward(z, c, **self.net_kwargs(phase)), None
+            ws = mix_styles(self.generator, z, c, self.cfg.loss.style_mixing, update_emas=True)
+            images = self.generator.synthesis(ws, noise_mode="random")
+        return images, (ws if with_ws else None)
+
+    def run_discriminator(self, images: torch.Tensor, c: torch.Tensor | None, phase: Phase | None) -> torch.Tensor:
+        images = augment_lib.augment(images, self.aug_cfg, self.augment_p)
+        with self.dist.autocast():
+            logits = self.d_forward(images, c, **self.net_kwargs(phase))
+        return logits.float()
+
+    def real_images(self, uint8: torch.Tensor, phase: Phase | None) -> torch.Tensor:
+        images = uint8.float() / 127.5 - 1.0
+        if phase is not None:
+            images = downsample_reals(images, phase.resolution, phase.alpha)
+        return images
+
+    # -- the phases of one step -------------------------------------------------------------------
+    def _optimizer_step(self, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+                        module: torch.nn.Module) -> None:
+        scaler.unscale_(optimizer)
+        self.dist.average_gradients(module.parameters())
+        scaler.step(optimizer)
+        scaler.update()
+
+    def _phase(self, name: str, module: torch.nn.Module, optimizer, scaler, reals, accum: int,
+               loss_fn) -> dict[str, float]:
+        """Run ``loss_fn`` on every micro-batch of this rank, average grads, step."""
+        other = self.discriminator if module is self.generator else self.generator
+        module.requires_grad_(True)
+        other.requires_grad_(False)
+        optimizer.zero_grad(set_to_none=True)
+        totals: dict[str, torch.Tensor] = {}
+        for m, (images, labels) in enumerate(reals):
+            self.reseed(name, self.dist.rank * accum + m)
+            loss, metrics = loss_fn(images, labels)
+            scaler.scale(loss / accum).backward()
+            self._nonfinite |= ~torch.isfinite(loss.detach())
+            for k, v in metrics.items():
+                totals[k] = totals.get(k, 0) + v.detach().float() / accum
+        self._optimizer_step(optimizer, scaler, module)
+        module.requires_grad_(False)
+        return totals
+
+    def g_main(self, images, labels, phase):
+        z = torch.randn([images.shape[0], self.generator.z_dim], device=self.device)
+        c = self.one_hot(labels[torch.randperm(labels.shape[0], device=labels.device)])
+        fake, _ = self.run_generator(z, c, phase)
+        fake_logits = self.run_discriminator(fake, c, phase)
+        if self.cfg.loss.kind == "wgan-gp":
+            loss = losses.g_wgan_loss(fake_logits)
+        else:
+            loss = losses.g_nonsaturating_loss(fake_logits)
+        return loss, {"loss/g": loss}
+
+    def g_pl(self, images, labels, _phase):
+        lcfg = self.cfg.loss
+        n = max(images.shape[0] // lcfg.pl_batch_shrink, 1)
+        z = torch.randn([n, self.generator.z_dim], device=self.device)
+        c = self.one_hot(labels[:n])
+        fake, ws = self.run_generator(z, c, None, with_ws=True)
+        penalty, self.pl_mean = losses.path_length_penalty(fake.float(), ws, self.pl_mean, lcfg.pl_decay)
+        # interval gain: lazy regularisation applies the penalty once every pl_interval steps
+        loss = penalty.mean() * lcfg.pl_weight * lcfg.pl_interval + fake[:, 0, 0, 0].float().mean() * 0
+        return loss, {"loss/pl": penalty.mean()}
+
+    def d_main(self, images, labels, phase, with_r1: bool):
+        lcfg = self.cfg.loss
+        c = self.one_hot(labels)
+        z = torch.randn([images.shape[0], self.generator.z_dim], device=self.device)
+        with torch.no_grad():
+            fake, _ = self.run_generator(z, self.one_hot(labels[torch.randperm(labels.shape[0], device=labels.device)]), phase)
+        real = self.real_images(images, phase).detach().requires_grad_(with_r1)
+        fake_logits = self.run_discriminator(fake.float(), c, phase)
+        real_logits = self.run_discriminator(real, c, phase)
+        if self.ada is not None:
+            self.ada.accumulate(real_logits.detach())
+        metrics = {"scores/real": real_logits.detach().mean(), "scores/fake": fake_logits.detach().mean()}
+        if lcfg.kind == "wgan-gp":
+            gp = losses.gradient_penalty(lambda x: self.run_discriminator(x, c, phase), real, fake.float(),
+                                         gp_lambda=lcfg.gp_lambda)
+            drift = losses.epsilon_drift(real_logits, lcfg.drift)
+            loss = losses.d_wgan_loss(real_logits, fake_logits) + gp + drift
+            metrics.update({"loss/d": loss, "loss/gp": gp})
+            return loss, metrics
+        loss = losses.d_logistic_loss(real_logits, fake_logits)
+        metrics["loss/d"] = loss
+        if with_r1:
+            r1 = losses.r1_penalty(real_logits, real)
+            # gamma/2 as in the paper, times the interval for lazy regularisation
+            loss = loss + r1.mean() * (lcfg.r1_gamma / 2) * lcfg.r1_interval
+            metrics["loss/r1"] = r1.mean()
+        return loss, metrics
+
+    def train_step(self, phase: Phase | None) -> dict[str, torch.Tensor]:
+        batch, micro, accum = self.batch_geometry(phase)
+        reals = [self._next_real(micro, accum) for _ in range(accum)]
+        lcfg = self.cfg.loss
+        metrics: dict[str, torch.Tensor] = {}
+        g, d = self.generator, self.discriminator
+        metrics.update(self._phase("g_main", g, self.g_optimizer, self.g_scaler, reals, accum,
+                                   lambda im, lb: self.g_main(im, lb, phase)))
+        if phase is None and lcfg.pl_weight > 0 and self.step % lcfg.pl_interval == 0:
+            metrics.update(self._phase("g_pl", g, self.g_optimizer, self.g_scaler, reals, accum,
+                                       lambda im, lb: self.g_pl(im, lb, phase)))
+            self.pl_mean = self.dist.mean(self.pl_mean.detach())
+        with_r1 = lcfg.kind == "nonsaturating" and lcfg.r1_gamma > 0 and self.step % lcfg.r1_interval == 0
+        metrics.update(self._phase("d_main", d, self.d_optimizer, self.d_scaler, reals, accum,
+                                   lambda im, lb: self.d_main(im, lb, phase, with_r1)))
+        # EMA of G (half-life in kimg, ramped up early in training as StyleGAN2-ADA)
+        beta = ema_beta(batch, self.tcfg.ema_kimg, self.images_seen, self.tcfg.ema_rampup)
+        update_ema(self.g_ema, self.generator, beta)
+        self.images_seen += batch
+        self.step += 1
+        if self.ada is not None and self.step % self.aug_cfg.interval == 0:
+            self.augment_p = self.ada.update(self.dist.sum(self.ada.pending().to(self.device)), batch * self.aug_cfg.interval)
+        return metrics
+
+    # -- checkpoints ------------------------------------------------------------------------------
+    def state(self) -> dict:
+        return {"step": self.step, "tick": self.tick, "augment_p": self.augment_p,
+                "ada": self.ada.state_dict() if self.ada else None, "mlflow_run_id": self.mlflow_run_id,
+                "world_size": self.dist.world_size, "family": self.family,
+                "phase": asdict(self.phase()) if self.progressive else None}
+
+    def save(self) -> Path | None:
+        path = None
+        if self.dist.is_main:
+            path = save_checkpoint(
+                self.ckpt_dir, images_seen=self.images_seen,
+                modules={"generator": self.generator, "discriminator": self.discriminator, "g_ema": self.g_ema},
+                optimizers={"generator": self.g_optimizer, "discriminator": self.d_optimizer,
+                            "g_scaler": self.g_scaler, "d_scaler": self.d_scaler},
+                state=self.state(), extra_tensors={"pl_mean": self.pl_mean.reshape(1)},
+                config_yaml=self.config_yaml)
+            prune_checkpoints(self.ckpt_dir, self.tcfg.keep_checkpoints)
+        self.dist.barrier()
+        return path
+
+    def resume(self) -> Path | None:
+        spec = self.tcfg.resume
+        if spec is None:
+            return None
+        path = latest_checkpoint(self.ckpt_dir) if spec == "auto" else Path(spec)
+        if path is None:
+            return None
+        state, extra = load_checkpoint(
+            path, modules={"generator": self.generator, "discriminator": self.discriminator, "g_ema": self.g_ema})
+        self.images_seen, self.step, self.tick = state["images_seen"], state["step"], state["tick"]
+        self.augment_p = state["augment_p"]
+        if self.ada is not None and state.get("ada"):
+            self.ada.load_state_dict(state["ada"])
+        self.mlflow_run_id = state.get("mlflow_run_id")
+        self.pl_mean = extra["pl_mean"].reshape([]).to(self.device)
+        # optimizers after any per-resolution rebuild, so their param groups match
+        self._sync_phase_optimizers(force=True)
+        load_checkpoint(path, modules={}, optimizers={"generator": self.g_optimizer, "discriminator": self.d_optimizer,
+                                                      "g_scaler": self.g_scaler, "d_scaler": self.d_scaler})
+        self._say(f"resumed from {path} at {self.images_seen / 1000:.1f} kimg (saved with world size "
+                  f"{state.get('world_size')}, now {self.dist.world_size}), augment p {self.augment_p:.3f}")
+        return path
+
+    def _sync_phase_optimizers(self, force: bool = False) -> None:
+        """ProGAN: per-resolution learning rates; Adam state reset when a resolution starts
+        (``growth.reset_optimizer``, as the reference implementation)."""
+        phase = self.phase()
+        if phase is None or (phase.resolution == self._opt_resolution and not force):
+            return
+        first = self._opt_resolution is None
+        self._opt_resolution = phase.resolution
+        lr_g = lr_for(phase.resolution, self.cfg.growth, self.tcfg.lr_g)
+        lr_d = lr_for(phase.resolution, self.cfg.growth, self.tcfg.lr_d)
+        if first or force or self.cfg.growth.reset_optimizer:
+            self._build_optimizers(lr_g, lr_d)
+            return
+        for optimizer, base, lr in ((self.g_optimizer, self.tcfg.lr_g, lr_g), (self.d_optimizer, self.tcfg.lr_d, lr_d)):
+            for group in optimizer.param_groups:  # keep the lazy-regularisation ratio
+                group["lr"] = group["lr"] * lr / group.setdefault("base_lr", base)
+                group["base_lr"] = lr
+
+    # -- outputs ----------------------------------------------------------------------------------
+    def _say(self, text: str) -> None:
+        if self.dist.is_main:
+            print(text, flush=True)
+
+    @torch.no_grad()
+    def sample_grid(self) -> Path | None:
+        if not self.dist.is_main or self.tcfg.grid_size == 0:
+            return None
+        n = self.tcfg.grid_size
+        z = grid_latents(n, self.g_ema.z_dim).to(self.device)
+        c = self.one_hot(torch.arange(n, device=self.device) % max(self.c_dim, 1)) if self.c_dim else None
+        phase = self.phase()
+        images = torch.cat([self.g_ema(z[i:i + 32], None if c is None else c[i:i + 32], noise_mode="const",
+                                       **self.net_kwargs(phase)) for i in range(0, n, 32)])
+        grid = grid_array(to_uint8(images), upscale_to=self.manifest.resolution)
+        path = save_png(grid, self.run_dir / "samples" / f"grid-{self.images_seen // 1000:06d}kimg.png")
+        save_png(grid, self.run_dir / "samples" / "latest.png")
+        if self.tracker:
+            self.tracker.log_artifact(path, "samples")
+        return path
+
+    def export(self) -> Path | None:
+        if not self.dist.is_main:
+            return None
+        meta = {"kimg": round(self.images_seen / 1000, 3), "dataset_sha256": self.manifest.sha256,
+                "dataset": self.manifest.name, "mlflow_run_id": self.mlflow_run_id,
+                "metrics": {k: v for k, v in self.last_metrics.items() if k.startswith("metrics/")}}
+        out = save_export(self.run_dir / "export", self.g_ema, family=self.family, kwargs=self.g_kwargs,
+                          class_names=self.manifest.class_names if self.c_dim else [], meta=meta)
+        return out
+
+    def _log_tick(self, metrics: dict[str, torch.Tensor], tick_start: float, tick_images: int, total_images: int,
+                  phase: Phase | None) -> None:
+        now = time.time()
+        values = {k: float(self.dist.mean(v.detach().reshape(1).to(self.device)).item()) for k, v in sorted(metrics.items())}
+        seconds = max(now - tick_start, 1e-9)
+        sec_per_kimg = seconds / max(tick_images / 1000, 1e-9)
+        values.update({"timing/sec_per_kimg": sec_per_kimg, "timing/images_per_sec": tick_images / seconds,
+                       "resources/peak_memory_gb": _peak_memory_gb(self.device),
+                       "augment/p": float(self.augment_p), "progress/kimg": self.images_seen / 1000})
+        if phase is not None:
+            values.update({"progress/resolution": phase.resolution, "progress/alpha": phase.alpha})
+        self.last_metrics = values
+        eta = (total_images - self.images_seen) / 1000 * sec_per_kimg
+        if self.dist.is_main:
+            parts = [f"tick {self.tick:<4d}", f"kimg {self.images_seen / 1000:8.1f}/{total_images / 1000:g}",
+                     f"s/kimg {sec_per_kimg:6.2f}", f"img/s {values['timing/images_per_sec']:7.1f}",
+                     f"eta {_fmt_eta(eta)}", f"mem {values['resources/peak_memory_gb']:.2f}GB",
+                     f"p {self.augment_p:.3f}"]
+            if phase is not None:
+                parts.append(f"res {phase.resolution} alpha {phase.alpha:.2f}")
+            parts += [f"{k.split('/')[-1]} {v:.3f}" for k, v in values.items() if k.startswith("loss/")]
+            print("  ".join(parts), flush=True)
+            row = {"kimg": self.images_seen / 1000, "tick": self.tick, **values}
+            self.history.append(row)
+            with open(self.run_dir / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(row) + "\n")
+            if self.tracker:
+                self.tracker.log_metrics(values, step=self.images_seen)
+
+    # -- signals ----------------------------------------------------------------------------------
+    def _install_signal_handlers(self) -> None:
+        def handler(signum, _frame):
+            self._stop_signal = signal.Signals(signum).name
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                signal.signal(sig, handler)
+            except ValueError:  # not the main thread (e.g. embedded use)
+                pass
+
+    # -- the algorithm ----------------------------------------------------------------------------
+    def fit(self) -> TrainResult:
+        tcfg = self.tcfg
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        resumed = self.resume()
+        self._sync_phase_optimizers()
+        if self.dist.is_main:
+            tmp = self.run_dir / ".config.yaml.tmp"
+            tmp.write_text(self.config_yaml)
+            tmp.replace(self.run_dir / "config.yaml")
+            warning = shard_warning(self.manifest, self.dist.world_size, self.cfg.data.num_workers)
+            if warning:
+                print(f"ganforge: warning: {warning}", file=sys.stderr)
+            self._start_tracking(resumed)
+        self._install_signal_handlers()
+        total_images = int(tcfg.total_kimg * 1000)
+        tick_images = int(tcfg.tick_kimg * 1000)
+        tick_start, tick_start_images = time.time(), self.images_seen
+        self._say(f"training {self.family} at {self.manifest.resolution}px on {self.manifest.num_samples} images, "
+                  f"{self.dist.world_size} process(es) on {self.device.type}, batch {tcfg.batch}, "
+                  f"{total_images / 1000:g} kimg; run dir {self.run_dir}")
+        status: Literal["finished", "interrupted", "diverged"] = "finished"
+        metrics: dict[str, torch.Tensor] = {}
+        last_ckpt: Path | None = None
+        grid: Path | None = None
+        while self.images_seen < total_images:
+            self._nonfinite = torch.zeros((), dtype=torch.bool, device=self.device)
+            phase = self.phase()
+            self._sync_phase_optimizers()
+            metrics = self.train_step(phase)
+            # one agreement per step: a signal or NaN on any rank stops every rank together
+            stop_flags = torch.stack([self._nonfinite.float(), torch.tensor(float(self._stop_signal is not None),
+                                                                            device=self.device)])
+            if self.dist.any(stop_flags[0] > 0):
+                status = "diverged"
+                break
+            if self.dist.any(stop_flags[1] > 0):
+                status = "interrupted"
+                break
+            done = self.images_seen >= total_images
+            if done or self.images_seen - tick_start_images >= tick_images:
+                self._log_tick(metrics, tick_start, self.images_seen - tick_start_images, total_images, phase)
+                if tcfg.snapshot_ticks and self.tick % tcfg.snapshot_ticks == 0 and not done:
+                    grid = self.sample_grid() or grid
+                if tcfg.checkpoint_ticks and self.tick % tcfg.checkpoint_ticks == 0 and not done:
+                    last_ckpt = self.save() or last_ckpt
+                self.tick += 1
+                tick_start, tick_start_images = time.time(), self.images_seen
+        return self._finish(status, metrics, last_ckpt, grid)
+
+    def _finish(self, status, metrics, last_ckpt, grid) -> TrainResult:
+        export_dir = None
+        if status == "diverged":
+            kept = latest_checkpoint(self.ckpt_dir)
+            self._say(f"ganforge: error: non-finite loss at {self.images_seen / 1000:.1f} kimg "
+                      f"({', '.join(k for k, v in metrics.items() if not torch.isfinite(v).all()) or 'a loss'}); "
+                      f"stopped. Last good checkpoint: {kept or 'none'}. Lower the learning rate or raise "
+                      f"loss.r1_gamma, then resume.")
+            last_ckpt = kept
+        else:
+            if status == "interrupted":
+                self._say(f"ganforge: {self._stop_signal} received: saving a checkpoint and exiting")
+            if not self.last_metrics and metrics:
+                self._log_tick(metrics, time.time(), 0, self.images_seen, self.phase())
+            last_ckpt = self.save() or last_ckpt
+            grid = self.sample_grid() or grid
+            export_dir = self.export()
+        if self.dist.is_main and self.tracker:
+            curves = save_curves(self.history, ["loss/g", "loss/d", "augment/p"], self.run_dir / "curves.png")
+            if curves:
+                self.tracker.log_artifact(curves)
+            if export_dir:
+                self.tracker.log_artifacts(export_dir, "export")
+            self.tracker.close("FINISHED" if status == "finished" else "KILLED" if status == "interrupted" else "FAILED")
+        result = TrainResult(run_dir=self.run_dir, export_dir=export_dir, images_seen=self.images_seen,
+                             status=status, mlflow_run_id=self.mlflow_run_id, last_checkpoint=last_ckpt,
+                             grid_path=grid, metrics=dict(self.last_metrics))
+        self.dist.shutdown()
+        return result
+
+    def _start_tracking(self, resumed: Path | None) -> None:
+        tr = self.cfg.tracking
+        if not tr.enabled:
+            return
+        self.tracker = Tracker(tr, work_dir=self.cfg.work_dir, run_dir=self.run_dir,
+                               run_name=tr.run_name or self.cfg.name,
+                               resume_run_id=self.mlflow_run_id if resumed else None)
+        if not self.tracker.active:
+            self.tracker = None
+            return
+        self.mlflow_run_id = self.tracker.run_id
+        if not resumed:
+            self.tracker.log_params(_flatten(__import__("yaml").safe_load(self.config_yaml)))
+            self.tracker.log_artifact(self.run_dir / "config.yaml")
+        self.tracker.set_tags({"ganforge.git_commit": _git_commit(), "ganforge.dataset_sha256": self.manifest.sha256,
+                               "ganforge.dataset": self.manifest.name, "ganforge.world_size": self.dist.world_size,
+                               "ganforge.family": self.family, "ganforge.resolution": self.manifest.resolution,
+                               "ganforge.run_dir": str(self.run_dir.resolve())})
+
+
+def train(cfg: Any, config_yaml: str | None = None) -> TrainResult:
+    """Train from a run config (``pipeline.config.RunConfig`` or anything with the same sections)."""
+    return Trainer(cfg, config_yaml).fit()

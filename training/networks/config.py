@@ -34,6 +34,9 @@ class ModelConfig:
     """Decay of the running W average used by the truncation trick (stylegan2)."""
     conv_clamp: float | None = 256.0
     """Clamp conv outputs to +-this under reduced precision (None: never)."""
+    d_architecture: Literal["resnet", "orig", "skip"] = "resnet"
+    """StyleGAN2 discriminator: resnet (config F), orig (plain conv stack; the CIFAR setup of
+    StyleGAN2-ADA) or skip (FromRGB at every resolution)."""
 
     def __post_init__(self) -> None:
         for name in ("z_dim", "w_dim", "map_depth", "channel_base", "channel_max", "mbstd_channels"):
@@ -43,5 +46,11 @@ class ModelConfig:
             raise ValueError(f"mbstd_group: must be >= 0 (0 disables it), got {self.mbstd_group}")
         if not 0.0 < self.map_lr_mult <= 1.0:
             raise ValueError(f"map_lr_mult: must be in (0, 1], got {self.map_lr_mult}")
+        if self.d_architecture not in ("resnet", "orig", "skip"):
+            raise ValueError(
+                f"d_architecture: must be resnet, orig or skip, got {self.d_architecture!r}"
+            )
+        if self.conv_clamp is not None and self.conv_clamp <= 0:
+            raise ValueError(f"conv_clamp: must be positive or null, got {self.conv_clamp}")
         if not 0.0 <= self.w_avg_beta < 1.0:
             raise ValueError(f"w_avg_beta: must be in [0, 1), got {self.w_avg_beta}")

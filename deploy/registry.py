@@ -1,0 +1,250 @@
+"""Register an export in the MLflow Model Registry as a self-contained pyfunc.
+
+``register_export`` logs the export folder as an MLflow pyfunc ("models from code":
+``deploy/pyfunc_model.py``), registers a new version of ``model_name``, tags the version
+(dataset, kimg, family, resolution, metrics) and sets an alias (``champion`` or any name;
+stages are deprecated in MLflow and never used).
+
+The model needs no ganforge on the client: the network code (``training/networks``) and
+``deploy/sampling.py`` are copied into a vendored package ``ganforge_pyfunc_<hash>`` shipped
+through ``code_paths``; the hash of the code names it, so two models built from different code
+can live in one process. Weights stay safetensors + JSON; no pickle is written or read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import training.networks as networks_package
+from training.networks.export import CONFIG_NAME, WEIGHTS_NAME, ExportError, read_export_config
+
+from . import sampling as sampling_module
+from .generator import EXPORT_ARTIFACT_KEY, MODEL_ARTIFACT_NAME, mlflow_uri
+
+PYFUNC_MODEL_FILE = Path(__file__).with_name("pyfunc_model.py")
+DEFAULT_EXPERIMENT = "ganforge"
+PIP_REQUIREMENTS = ["torch", "safetensors", "numpy"]
+LOWER_IS_BETTER = ("fid", "kid", "distance")
+METRIC_TAG_PREFIX = "metric."
+
+
+class RegistryError(ValueError):
+    """A registration request that cannot be satisfied; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class ModelVersionInfo:
+    name: str
+    """Registered model name."""
+    version: str
+    """The new version number (as MLflow returns it: a string)."""
+    uri: str
+    """``models:/NAME/VERSION``."""
+    run_id: str
+    """The MLflow run the model was logged in."""
+    model_uri: str
+    """Where the logged model lives (``models:/m-...``)."""
+    alias: str | None = None
+    """The alias that now points at this version (None: not set / not promoted)."""
+    promoted: bool = False
+    """True when the alias was moved to this version."""
+
+
+def vendor_code(dst: str | Path) -> Path:
+    """Copy training/networks + deploy/sampling.py into ``dst/ganforge_pyfunc_<hash>/``.
+
+    Absolute ``training.networks`` references (the family table) are rewritten to the vendored
+    package name; everything else uses relative imports and is copied verbatim.
+    """
+    net_dir = Path(networks_package.__file__).parent
+    sources = {f"networks/{p.name}": p.read_text() for p in sorted(net_dir.glob("*.py"))}
+    sources["sampling.py"] = Path(sampling_module.__file__).read_text()
+    digest = hashlib.sha256("".join(f"{k}\0{v}\0" for k, v in sorted(sources.items())).encode()).hexdigest()[:10]
+    package = f"ganforge_pyfunc_{digest}"
+    root = Path(dst) / package
+    (root / "networks").mkdir(parents=True, exist_ok=True)
+    (root / "__init__.py").write_text('"""Vendored ganforge generator code shipped with an MLflow model."""\n')
+    for rel, text in sources.items():
+        (root / rel).write_text(re.sub(r"\btraining\.networks\b", f"{package}.networks", text))
+    return root
+
+
+def signature_for(config: dict[str, Any]):
+    """Inputs: seed | latent, optional label; params psi, noise_mode; output uint8 [N, H, W, C]."""
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import Array, ColSpec, ParamSchema, ParamSpec, Schema, TensorSpec
+
+    inputs = Schema([
+        ColSpec("long", "seed", required=False),
+        ColSpec(Array("double"), "latent", required=False),
+        ColSpec("long", "label", required=False),
+    ])
+    res, ch = int(config["resolution"]), int(config["channels"])
+    outputs = Schema([TensorSpec(np.dtype(np.uint8), (-1, res, res, ch), name="images")])
+    params = ParamSchema([ParamSpec("psi", "double", 1.0), ParamSpec("noise_mode", "string", "const")])
+    return ModelSignature(inputs=inputs, outputs=outputs, params=params)
+
+
+def version_tags(config: dict[str, Any], extra: dict[str, Any] | None = None) -> dict[str, str]:
+    """dataset, kimg, family, resolution, classes and ``metric.<name>`` from the export config."""
+    meta = config.get("meta") or {}
+    tags: dict[str, Any] = {
+        "family": config["family"],
+        "resolution": config["resolution"],
+        "channels": config["channels"],
+        "c_dim": config["c_dim"],
+    }
+    for key in ("dataset", "dataset_sha256", "kimg", "run_name"):
+        if meta.get(key) is not None:
+            tags[key] = meta[key]
+    if config.get("class_names"):
+        tags["class_names"] = ",".join(config["class_names"])
+    for name, value in (meta.get("metrics") or {}).items():
+        tags[f"{METRIC_TAG_PREFIX}{name}"] = value
+    tags.update(extra or {})
+    return {k: str(v)[:5000] for k, v in tags.items()}
+
+
+def lower_is_better(metric: str) -> bool:
+    return any(word in metric.lower() for word in LOWER_IS_BETTER)
+
+
+def _metric_of(tags: dict[str, str], metric: str) -> float | None:
+    value = tags.get(f"{METRIC_TAG_PREFIX}{metric}")
+    try:
+        return None if value is None else float(value)
+    except ValueError:
+        return None
+
+
+def _experiment_id(client: Any, name: str, tracking_uri: str) -> str:
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    location = None
+    if tracking_uri.startswith("sqlite:///"):
+        # Local stores keep artifacts next to the database (<work_dir>/mlartifacts), not in ./mlruns.
+        location = (Path(tracking_uri[len("sqlite:///"):]).resolve().parent / "mlartifacts").as_uri()
+    return client.create_experiment(name, artifact_location=location)
+
+
+def register_export(
+    export_dir: str | Path,
+    *,
+    model_name: str,
+    alias: str | None = None,
+    tracking_uri: str | None = None,
+    run_id: str | None = None,
+    tags: dict[str, Any] | None = None,
+    promote_if_better: str | None = None,
+    experiment: str = DEFAULT_EXPERIMENT,
+) -> ModelVersionInfo:
+    """Log ``export_dir`` as a pyfunc (in run ``run_id``, else a new run), register a new version.
+
+    ``alias``: set on the new version (moved from any older one). With ``promote_if_better``
+    (a metric name in ``meta["metrics"]``), the alias moves only when the new version beats the
+    current holder (lower is better for names containing fid/kid/distance, else higher); a
+    holder without the metric is always beaten, a new version without it never wins.
+    """
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    export_dir = Path(export_dir)
+    config = read_export_config(export_dir)
+    if not (export_dir / WEIGHTS_NAME).is_file():
+        raise ExportError(f"{export_dir}: missing {WEIGHTS_NAME}")
+    if not model_name or "/" in model_name or "@" in model_name:
+        raise RegistryError(f"model_name: {model_name!r} must be non-empty without '/' or '@'")
+    if promote_if_better and not alias:
+        raise RegistryError("promote_if_better needs an alias to promote (e.g. alias='champion')")
+    if alias is not None and (not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*", alias) or alias.lower() == "latest"):
+        raise RegistryError(f"alias: {alias!r} must start with a letter/underscore, contain only letters, "
+                            f"digits, '_' or '-', and not be 'latest'")
+    new_tags = version_tags(config, tags)
+    if promote_if_better and _metric_of(new_tags, promote_if_better) is None:
+        known = sorted((config.get("meta") or {}).get("metrics") or {})
+        print(f"ganforge: the export has no metric {promote_if_better!r} (has: {', '.join(known) or 'none'}); "
+              f"registering without moving alias {alias!r}", file=sys.stderr)
+
+    with mlflow_uri(tracking_uri), tempfile.TemporaryDirectory(prefix="ganforge-pyfunc-") as tmp:
+        uri = mlflow.get_tracking_uri()
+        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        code_dir = vendor_code(Path(tmp) / "code")
+        # Staged under the name "export" so the model holds it at artifacts/export whatever the
+        # source folder is called (deploy.generator.find_export_dir looks there).
+        staged = Path(tmp) / EXPORT_ARTIFACT_KEY
+        staged.mkdir()
+        for name in (CONFIG_NAME, WEIGHTS_NAME):
+            shutil.copy2(export_dir / name, staged / name)
+        if run_id is not None:
+            previous_status = client.get_run(run_id).info.status
+            run = mlflow.start_run(run_id=run_id)
+        else:
+            previous_status = None
+            run = mlflow.start_run(experiment_id=_experiment_id(client, experiment, uri),
+                                   run_name=f"register-{model_name}")
+        with run:
+            model_info = mlflow.pyfunc.log_model(
+                name=MODEL_ARTIFACT_NAME,
+                python_model=str(PYFUNC_MODEL_FILE),
+                artifacts={EXPORT_ARTIFACT_KEY: str(staged)},
+                code_paths=[str(code_dir)],
+                model_config={"code_package": code_dir.name},
+                signature=signature_for(config),
+                pip_requirements=PIP_REQUIREMENTS,
+                registered_model_name=model_name,
+            )
+            mlflow.set_tags({f"ganforge.{k}": v for k, v in new_tags.items() if not k.startswith(METRIC_TAG_PREFIX)})
+            active_run_id = run.info.run_id
+        if previous_status == "RUNNING":
+            # start_run(run_id=...) ends the run on exit; the caller's run is still going.
+            client.update_run(run_id, status="RUNNING")
+        version = str(model_info.registered_model_version)
+        for key, value in new_tags.items():
+            client.set_model_version_tag(model_name, version, key, value)
+        promoted = False
+        if alias:
+            promoted = _should_promote(client, model_name, alias, new_tags, promote_if_better)
+            if promoted:
+                client.set_registered_model_alias(model_name, alias, version)
+    return ModelVersionInfo(name=model_name, version=version, uri=f"models:/{model_name}/{version}",
+                            run_id=active_run_id, model_uri=model_info.model_uri,
+                            alias=alias if promoted else None, promoted=promoted)
+
+
+def _should_promote(client: Any, model_name: str, alias: str, new_tags: dict[str, str], metric: str | None) -> bool:
+    from mlflow.exceptions import MlflowException
+
+    if not metric:
+        return True
+    new_value = _metric_of(new_tags, metric)
+    if new_value is None:
+        return False
+    try:
+        holder = client.get_model_version_by_alias(model_name, alias)
+    except MlflowException:
+        return True  # nobody holds the alias yet
+    old_value = _metric_of(holder.tags or {}, metric)
+    if old_value is None:
+        return True
+    return new_value < old_value if lower_is_better(metric) else new_value > old_value
+
+
+def set_alias(model_name: str, alias: str, version: str | int, tracking_uri: str | None = None) -> None:
+    """Point ``alias`` at ``version`` (e.g. to roll back ``champion``)."""
+    from mlflow.tracking import MlflowClient
+
+    with mlflow_uri(tracking_uri):
+        import mlflow
+
+        uri = mlflow.get_tracking_uri()
+        MlflowClient(tracking_uri=uri, registry_uri=uri).set_registered_model_alias(model_name, alias, str(version))

@@ -1,0 +1,49 @@
+"""Train a GAN from a preset (+ overrides).
+
+Single process:            ganforge train --preset cifar --set data.manifest=/data/cifar
+Several processes/nodes:   accelerate launch --config_file accelerate_config.yaml -m pipeline.cli train --preset ...
+
+Resumes automatically from the run's latest checkpoint (train.resume=auto); SIGTERM/SIGINT save a
+checkpoint and exit cleanly. With tracking.register=true the exported generator is registered in
+the MLflow Model Registry at the end (alias tracking.alias).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .common import add_config_arguments, config_from_args
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_config_arguments(parser)
+    parser.add_argument("--resume", default=None, help="auto | a checkpoint folder | none (overrides train.resume)")
+
+
+def main(args: argparse.Namespace) -> int:
+    from pipeline.config import config_to_yaml
+    from training.trainer import train
+
+    overrides = list(args.overrides)
+    if args.resume is not None:
+        overrides.append(f"train.resume={'null' if args.resume.lower() == 'none' else args.resume}")
+    args.overrides = overrides
+    cfg = config_from_args(args)
+    result = train(cfg, config_yaml=config_to_yaml(cfg))
+    if result.status == "diverged":
+        return 3
+    if result.export_dir and cfg.tracking.enabled and cfg.tracking.register:
+        from deploy.registry import register_export
+        from training.tracking import resolve_tracking_uri
+
+        info = register_export(result.export_dir, model_name=cfg.tracking.model_name, alias=cfg.tracking.alias,
+                               tracking_uri=resolve_tracking_uri(cfg.tracking, cfg.work_dir),
+                               run_id=result.mlflow_run_id)
+        print(f"registered {info.uri} (version {info.version})")
+    if result.status == "interrupted":
+        print(f"interrupted at {result.images_seen / 1000:.1f} kimg; checkpoint {result.last_checkpoint}; "
+              f"run the same command again to resume", file=sys.stderr)
+        return 0
+    print(f"done: {result.images_seen / 1000:.1f} kimg; export {result.export_dir}; grid {result.grid_path}")
+    return 0

@@ -1,0 +1,56 @@
+"""Shared fixtures: tiny datasets and configs so every test runs on CPU in seconds."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+# Keep torch from oversubscribing the 2-core CI machine when tests spawn processes.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+# No test may reach the network for MLflow or anything else.
+os.environ.pop("MLFLOW_TRACKING_URI", None)
+
+
+@pytest.fixture(scope="session")
+def digits_shards(tmp_path_factory) -> Path:
+    """The built-in digits at 16x16 RGB as real WebDataset shards (shared by the session)."""
+    from data_prep import shard_dataset
+    from data_prep.config import PrepConfig
+
+    out = tmp_path_factory.mktemp("digits16")
+    shard_dataset(PrepConfig(source="digits", resolution=16, shard_samples=128, workers=1), out=str(out),
+                  progress=False)
+    return out
+
+
+def tiny_overrides(work_dir: Path, manifest: Path, **extra: object) -> list[str]:
+    """Overrides that turn the digits preset into a seconds-long CPU run."""
+    base = {
+        "work_dir": str(work_dir),
+        "data.manifest": str(manifest),
+        "data.num_workers": 0,
+        "data.shuffle_buffer": 64,
+        "model.z_dim": 16,
+        "model.w_dim": 16,
+        "model.map_depth": 2,
+        "model.channel_base": 128,
+        "model.channel_max": 16,
+        "train.batch": 8,
+        "train.total_kimg": 0.032,
+        "train.tick_kimg": 0.016,
+        "train.snapshot_ticks": 1,
+        "train.checkpoint_ticks": 1,
+        "train.grid_size": 8,
+        "tracking.enabled": False,
+        "tracking.register": False,
+    }
+    base.update(extra)
+    return [f"{k}={v}" for k, v in base.items()]

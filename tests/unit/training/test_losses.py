@@ -1,0 +1,148 @@
+"""GAN losses on hand-computed inputs."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from training.losses import (
+    LossConfig,
+    d_logistic_loss,
+    d_wgan_loss,
+    epsilon_drift,
+    g_nonsaturating_loss,
+    g_wgan_loss,
+    gradient_penalty,
+    lazy_regularization_adam,
+    path_length_penalty,
+    r1_penalty,
+)
+
+
+def _softplus(x: float) -> float:
+    return math.log1p(math.exp(x))
+
+
+def test_logistic_losses_match_hand_computed_softplus():
+    real = torch.tensor([[0.0], [2.0]])
+    fake = torch.tensor([[-1.0], [3.0], [0.5]])
+    expected_d = (_softplus(-1) + _softplus(3) + _softplus(0.5)) / 3 + (
+        _softplus(0) + _softplus(-2)
+    ) / 2
+    assert d_logistic_loss(real, fake).item() == pytest.approx(expected_d, rel=1e-6)
+    expected_g = (_softplus(1) + _softplus(-3) + _softplus(-0.5)) / 3
+    assert g_nonsaturating_loss(fake).item() == pytest.approx(expected_g, rel=1e-6)
+    # log 2 at logits 0: D can't tell.
+    zeros = torch.zeros(4, 1)
+    assert d_logistic_loss(zeros, zeros).item() == pytest.approx(2 * math.log(2))
+
+
+def test_r1_zero_for_constant_discriminator():
+    images = torch.randn(3, 1, 4, 4, requires_grad=True)
+    bias = torch.tensor(1.5, requires_grad=True)
+    logits = images.sum(dim=[1, 2, 3], keepdim=True) * 0 + bias
+    assert r1_penalty(logits, images).item() == 0.0
+
+
+def test_r1_analytic_for_linear_discriminator_and_differentiable():
+    # D(x) = <w, x>: grad = w for every sample, R1 = ||w||^2.
+    w = torch.randn(1, 3, 4, 4, requires_grad=True)
+    images = torch.randn(5, 3, 4, 4, requires_grad=True)
+    logits = (images * w).sum(dim=[1, 2, 3]).unsqueeze(1)
+    penalty = r1_penalty(logits, images)
+    assert penalty.item() == pytest.approx(w.detach().square().sum().item(), rel=1e-5)
+    # create_graph: d||w||^2 / dw = 2w.
+    (grad_w,) = torch.autograd.grad(penalty, w)
+    torch.testing.assert_close(grad_w, 2 * w.detach())
+
+
+def test_r1_requires_grad_on_images():
+    images = torch.randn(2, 1, 4, 4)
+    with pytest.raises(ValueError, match="requires_grad"):
+        r1_penalty(torch.zeros(2, 1, requires_grad=True), images)
+
+
+def test_path_length_for_linear_generator():
+    # images = A ws (per pixel linear map): J^T y is analytic; with a fixed noise y we can
+    # compute the lengths by hand.
+    torch.manual_seed(0)
+    n, num_ws, w_dim, h = 4, 3, 5, 2
+    weight = torch.randn(num_ws * w_dim, 1 * h * h, requires_grad=True)
+    ws = torch.randn(n, num_ws, w_dim, requires_grad=True)
+    images = (ws.flatten(1) @ weight).reshape(n, 1, h, h)
+    noise = torch.randn(n, 1, h, h)
+    pl_mean = torch.tensor(0.5)
+    penalty, new_mean = path_length_penalty(images, ws, pl_mean, decay=0.1, noise=noise)
+    y = noise.flatten(1) / h  # 1 / sqrt(H * W)
+    grad = (y @ weight.detach().t()).reshape(n, num_ws, w_dim)
+    lengths = grad.square().sum(2).mean(1).sqrt()
+    expected_mean = 0.5 + 0.1 * (lengths.mean() - 0.5)
+    assert new_mean.item() == pytest.approx(expected_mean.item(), rel=1e-5)
+    assert not new_mean.requires_grad
+    assert penalty.item() == pytest.approx(
+        (lengths - expected_mean).square().mean().item(), rel=1e-5
+    )
+    assert penalty.requires_grad  # create_graph: backpropagates into the generator's weights
+
+
+def test_path_length_mean_converges_and_penalty_vanishes_for_isometry():
+    # An isometric generator (constant length) drives pl_mean to that length and the penalty to 0.
+    ws = torch.randn(8, 2, 4, requires_grad=True)
+    pl_mean = torch.zeros([])
+    for _ in range(400):
+        images = ws.reshape(8, 1, 2, 4) * 3.0
+        noise = torch.ones(8, 1, 2, 4)  # fixed y: every sample has the same length
+        penalty, pl_mean = path_length_penalty(images, ws, pl_mean, decay=0.05, noise=noise)
+    assert penalty.item() < 1e-6
+    # grad = 3 * y / sqrt(8) per entry -> per layer sum of 4 squares = 4 * 9 / 8; length sqrt(4.5)
+    assert pl_mean.item() == pytest.approx(math.sqrt(4.5), rel=1e-4)
+
+
+def test_lazy_regularization_adam():
+    lr, betas = lazy_regularization_adam(0.002, (0.0, 0.99), 16)
+    c = 16 / 17
+    assert lr == pytest.approx(0.002 * c)
+    assert betas == pytest.approx((0.0, 0.99**c))
+    assert lazy_regularization_adam(0.002, (0.5, 0.99), 1) == (0.002, (0.5, 0.99))
+    assert lazy_regularization_adam(0.002, (0.5, 0.99), None) == (0.002, (0.5, 0.99))
+
+
+def test_wgan_losses_and_drift_by_hand():
+    real = torch.tensor([[1.0], [3.0]])
+    fake = torch.tensor([[-2.0], [0.0], [2.0], [4.0]])
+    assert d_wgan_loss(real, fake).item() == pytest.approx(1.0 - 2.0)
+    assert g_wgan_loss(fake).item() == pytest.approx(-1.0)
+    assert epsilon_drift(real, drift=0.001).item() == pytest.approx(0.001 * (1 + 9) / 2)
+
+
+def test_gradient_penalty_linear_critic():
+    # D(x) = <w, x>: the gradient is w everywhere, so GP = lambda * (||w|| - target)^2 / target^2.
+    w = torch.zeros(1, 1, 2, 2)
+    w[0, 0, 0, 0], w[0, 0, 1, 1] = 3.0, 4.0  # ||w|| = 5
+    real, fake = torch.randn(6, 1, 2, 2), torch.randn(6, 1, 2, 2)
+    critic = lambda x: (x * w).sum(dim=[1, 2, 3]).unsqueeze(1)  # noqa: E731
+    assert gradient_penalty(critic, real, fake, gp_lambda=10.0).item() == pytest.approx(10 * 16)
+    assert gradient_penalty(critic, real, fake, gp_lambda=1.0, target=5.0).item() == pytest.approx(
+        0.0, abs=1e-6
+    )
+
+
+def test_gradient_penalty_interpolates_and_trains_only_d():
+    # D(x) = sum(x^2): grad 2 xhat; with alpha = 0 xhat = real, alpha = 1 xhat = fake.
+    real, fake = torch.full((2, 1, 1, 1), 1.0), torch.full((2, 1, 1, 1), 2.0)
+    fake.requires_grad_(True)
+    scale = torch.tensor(1.0, requires_grad=True)
+    critic = lambda x: (scale * x.square()).sum(dim=[1, 2, 3]).unsqueeze(1)  # noqa: E731
+    gp = gradient_penalty(critic, real, fake, gp_lambda=1.0, alpha=torch.tensor([0.0, 1.0]))
+    assert gp.item() == pytest.approx(((2 - 1) ** 2 + (4 - 1) ** 2) / 2)
+    gp.backward()
+    assert fake.grad is None and scale.grad is not None
+
+
+def test_loss_config_validation():
+    with pytest.raises(ValueError, match="style_mixing"):
+        LossConfig(style_mixing=1.5)
+    with pytest.raises(ValueError, match="r1_interval"):
+        LossConfig(r1_interval=0)

@@ -1,0 +1,623 @@
+"""StyleGAN2 generator and discriminator (Karras et al. 2020, "Analyzing and Improving the Image
+Quality of StyleGAN"; configuration "F" of StyleGAN2-ADA: skip G, residual D), in pure PyTorch.
+
+Generator: z [N, z_dim] (+ one-hot c) -> MappingNetwork -> ws [N, num_ws, w_dim] ->
+SynthesisNetwork (learned 4x4 constant, two modulated 3x3 convs per resolution, per-layer noise,
+skip ToRGB outputs upsampled with a [1,3,3,1] FIR filter and summed) -> images [N, C, H, W].
+num_ws = 2 * log2(resolution) - 2.
+
+Discriminator: images -> FromRGB -> residual blocks (or plain "orig" blocks, or "skip" FromRGB at
+every resolution) down to 4x4 -> minibatch-stddev -> conv -> fc -> out; conditional through a
+projection (Miyato & Koyama 2018): logits = <out, cmap(c)> / sqrt(cmap_dim).
+
+Style mixing regularisation (StyleGAN sec. 3.1) lives in :func:`mix_styles`, called by the loss /
+trainer; the networks themselves are pure functions of their inputs (plus the ``w_avg`` buffer,
+updated only when ``update_emas=True``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from .config import ModelConfig
+from .layers import (
+    Conv2dLayer,
+    FullyConnectedLayer,
+    MinibatchStdLayer,
+    bias_act,
+    downsample2d,
+    modulated_conv2d,
+    normalize_2nd_moment,
+    setup_filter,
+    upsample2d,
+)
+
+NoiseMode = Literal["random", "const", "none"]
+RESAMPLE_FILTER = (1, 3, 3, 1)
+
+
+def _check_resolution(resolution: int) -> int:
+    if resolution < 4 or resolution & (resolution - 1):
+        raise ValueError(f"img_resolution: must be a power of two >= 4, got {resolution}")
+    return int(math.log2(resolution))
+
+
+def _channels(channel_base: int, channel_max: int, resolution: int) -> int:
+    """Feature maps at a resolution: min(channel_base // r, channel_max), at least 1."""
+    return max(1, min(channel_base // resolution, channel_max))
+
+
+# --------------------------------------------------------------------------------------------
+# Generator
+
+
+class MappingNetwork(nn.Module):
+    """z [N, z_dim], c [N, c_dim] -> ws [N, num_ws, w_dim] (or [N, w_dim] when num_ws is None).
+
+    z and the label embedding are each normalised to unit second moment and concatenated
+    (NVlabs). The running mean ``w_avg`` (truncation centre) is a persistent buffer, updated
+    with ``w_avg_beta`` only when ``update_emas=True``, so calls by the loss (style mixing, path
+    length) and by evaluation leave it alone.
+    """
+
+    def __init__(
+        self,
+        z_dim: int,  # latent size (0: no latent, e.g. the discriminator's label mapping)
+        c_dim: int,  # label size (0: unconditional)
+        w_dim: int,  # output size
+        num_ws: int | None,  # broadcast count (None: return [N, w_dim])
+        num_layers: int = 8,  # fully-connected layers
+        lr_multiplier: float = 0.01,  # equalized-lr multiplier (StyleGAN sec. 2)
+        w_avg_beta: float | None = 0.995,  # decay of w_avg (None: no w_avg buffer)
+    ) -> None:
+        super().__init__()
+        self.z_dim, self.c_dim, self.w_dim, self.num_ws = z_dim, c_dim, w_dim, num_ws
+        self.num_layers, self.w_avg_beta = num_layers, w_avg_beta
+        embed_features = w_dim if c_dim > 0 else 0
+        if c_dim > 0:
+            self.embed = FullyConnectedLayer(c_dim, embed_features)
+        features = [z_dim + embed_features] + [w_dim] * num_layers
+        self.layers = nn.ModuleList(
+            FullyConnectedLayer(
+                features[i], features[i + 1], activation="lrelu", lr_multiplier=lr_multiplier
+            )
+            for i in range(num_layers)
+        )
+        if w_avg_beta is not None:
+            self.register_buffer("w_avg", torch.zeros([w_dim]))
+
+    def forward(
+        self,
+        z: torch.Tensor | None,
+        c: torch.Tensor | None,
+        truncation_psi: float = 1.0,
+        truncation_cutoff: int | None = None,
+        update_emas: bool = False,
+    ) -> torch.Tensor:
+        x = None
+        if self.z_dim > 0:
+            x = normalize_2nd_moment(z.to(torch.float32))
+        if self.c_dim > 0:
+            if c is None:
+                raise ValueError(
+                    f"c: this network is conditional (c_dim={self.c_dim}); pass one-hot labels"
+                )
+            y = normalize_2nd_moment(self.embed(c.to(torch.float32)))
+            x = torch.cat([x, y], dim=1) if x is not None else y
+        for layer in self.layers:
+            x = layer(x)
+        if update_emas and self.w_avg_beta is not None:
+            # w_avg <- lerp(mean_w, w_avg, beta): an EMA of the batch mean of w.
+            self.w_avg.copy_(x.detach().mean(dim=0).lerp(self.w_avg, self.w_avg_beta))
+        if self.num_ws is None:
+            return x
+        x = x.unsqueeze(1).expand(-1, self.num_ws, -1)
+        if truncation_psi != 1:
+            # Truncation trick (StyleGAN sec. 4 / BigGAN): w' = w_avg + psi * (w - w_avg), on the
+            # first `truncation_cutoff` layers only when given.
+            truncated = self.w_avg.lerp(x, truncation_psi)
+            if truncation_cutoff is None:
+                x = truncated
+            else:
+                keep = torch.arange(self.num_ws, device=x.device) < truncation_cutoff
+                x = torch.where(keep[None, :, None], truncated, x)
+        return x
+
+
+class SynthesisLayer(nn.Module):
+    """Modulated 3x3 conv + noise + bias + lrelu. x: [N, I, r/up, r/up], w: [N, w_dim] ->
+    [N, O, r, r]."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        w_dim: int,
+        resolution: int,  # output resolution
+        up: int = 1,  # 2: FIR-upsample by 2 (first conv of a block)
+        use_noise: bool = True,  # per-pixel noise with a learned strength
+        conv_clamp: float | None = None,  # clamp outputs to +-this (None: never)
+    ) -> None:
+        super().__init__()
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.resolution, self.up, self.use_noise, self.conv_clamp = (
+            resolution,
+            up,
+            use_noise,
+            conv_clamp,
+        )
+        # Styles start at 1 (bias_init=1), so the initial network is an ordinary conv net.
+        self.affine = FullyConnectedLayer(w_dim, in_channels, bias_init=1)
+        self.weight = nn.Parameter(torch.randn([out_channels, in_channels, 3, 3]))
+        self.bias = nn.Parameter(torch.zeros([out_channels]))
+        self.register_buffer("resample_filter", setup_filter(RESAMPLE_FILTER), persistent=False)
+        if use_noise:
+            # Persistent: `noise_mode="const"` must give the same images after export/import.
+            self.register_buffer("noise_const", torch.randn([resolution, resolution]))
+            self.noise_strength = nn.Parameter(torch.zeros([]))
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        w: torch.Tensor,
+        noise_mode: NoiseMode = "random",
+        fused_modconv: bool = True,
+    ) -> torch.Tensor:
+        styles = self.affine(w)
+        noise = None
+        if self.use_noise and noise_mode == "random":
+            noise = torch.randn(
+                [x.shape[0], 1, self.resolution, self.resolution], device=x.device, dtype=x.dtype
+            )
+            noise = noise * self.noise_strength
+        elif self.use_noise and noise_mode == "const":
+            noise = self.noise_const * self.noise_strength
+        x = modulated_conv2d(
+            x,
+            self.weight,
+            styles,
+            noise=noise,
+            up=self.up,
+            resample_filter=self.resample_filter,
+            fused_modconv=fused_modconv,
+        )
+        return bias_act(x, self.bias, "lrelu", gain=math.sqrt(2.0), clamp=self.conv_clamp)
+
+    def extra_repr(self) -> str:
+        return (
+            f"in={self.in_channels}, out={self.out_channels}, res={self.resolution}, up={self.up}"
+        )
+
+
+class ToRGBLayer(nn.Module):
+    """Modulated 1x1 conv without demodulation. x: [N, I, r, r], w: [N, w_dim] -> [N, C, r, r]."""
+
+    def __init__(
+        self, in_channels: int, out_channels: int, w_dim: int, conv_clamp: float | None = None
+    ) -> None:
+        super().__init__()
+        self.conv_clamp = conv_clamp
+        self.affine = FullyConnectedLayer(w_dim, in_channels, bias_init=1)
+        self.weight = nn.Parameter(torch.randn([out_channels, in_channels, 1, 1]))
+        self.bias = nn.Parameter(torch.zeros([out_channels]))
+        # No demodulation here, so equalized lr is applied to the styles instead.
+        self.weight_gain = 1.0 / math.sqrt(in_channels)
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor, fused_modconv: bool = True) -> torch.Tensor:
+        styles = self.affine(w) * self.weight_gain
+        x = modulated_conv2d(x, self.weight, styles, demodulate=False, fused_modconv=fused_modconv)
+        return bias_act(x, self.bias, clamp=self.conv_clamp)
+
+
+class SynthesisBlock(nn.Module):
+    """One resolution of the skip generator: (const or up-conv) + conv + ToRGB.
+
+    (x [N, I, r/2, r/2] or None, img [N, C, r/2, r/2] or None, ws [N, num_conv + num_torgb, w_dim])
+    -> (x [N, O, r, r], img [N, C, r, r]).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,  # 0: first block, starts from the learned constant
+        out_channels: int,
+        w_dim: int,
+        resolution: int,
+        img_channels: int,
+        conv_clamp: float | None = None,
+    ) -> None:
+        super().__init__()
+        self.in_channels, self.resolution = in_channels, resolution
+        if in_channels == 0:
+            self.const = nn.Parameter(torch.randn([out_channels, resolution, resolution]))
+        else:
+            self.conv0 = SynthesisLayer(
+                in_channels, out_channels, w_dim, resolution, up=2, conv_clamp=conv_clamp
+            )
+        self.conv1 = SynthesisLayer(
+            out_channels, out_channels, w_dim, resolution, conv_clamp=conv_clamp
+        )
+        self.torgb = ToRGBLayer(out_channels, img_channels, w_dim, conv_clamp=conv_clamp)
+        self.register_buffer("resample_filter", setup_filter(RESAMPLE_FILTER), persistent=False)
+        self.num_conv = 1 if in_channels == 0 else 2
+        self.num_torgb = 1
+
+    def forward(
+        self,
+        x: torch.Tensor | None,
+        img: torch.Tensor | None,
+        ws: torch.Tensor,
+        noise_mode: NoiseMode = "random",
+        fused_modconv: bool = True,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.in_channels == 0:
+            x = self.const.unsqueeze(0).expand(ws.shape[0], -1, -1, -1)
+            x = self.conv1(x, ws[:, 0], noise_mode, fused_modconv)
+        else:
+            x = self.conv0(x, ws[:, 0], noise_mode, fused_modconv)
+            x = self.conv1(x, ws[:, 1], noise_mode, fused_modconv)
+        y = self.torgb(x, ws[:, self.num_conv], fused_modconv).to(torch.float32)
+        img = y if img is None else upsample2d(img, self.resample_filter) + y
+        return x, img
+
+
+class SynthesisNetwork(nn.Module):
+    """ws [N, num_ws, w_dim] -> images [N, img_channels, R, R] (about [-1, 1])."""
+
+    def __init__(
+        self,
+        w_dim: int,
+        img_resolution: int,  # power of two, 4..1024
+        img_channels: int,
+        channel_base: int = 32768,  # feature maps at r: min(channel_base // r, channel_max)
+        channel_max: int = 512,
+        conv_clamp: float | None = None,  # clamp conv outputs to +-this (None: never)
+    ) -> None:
+        super().__init__()
+        log2 = _check_resolution(img_resolution)
+        self.w_dim, self.img_resolution, self.img_channels = w_dim, img_resolution, img_channels
+        self.block_resolutions = [2**i for i in range(2, log2 + 1)]
+        self.blocks = nn.ModuleDict()
+        self.num_ws = 0
+        for res in self.block_resolutions:
+            in_channels = _channels(channel_base, channel_max, res // 2) if res > 4 else 0
+            block = SynthesisBlock(
+                in_channels,
+                _channels(channel_base, channel_max, res),
+                w_dim,
+                res,
+                img_channels,
+                conv_clamp,
+            )
+            self.blocks[str(res)] = block
+            self.num_ws += block.num_conv
+        self.num_ws += 1  # the last ToRGB; earlier ToRGBs share the w of the next block's conv0
+
+    def forward(
+        self, ws: torch.Tensor, noise_mode: NoiseMode = "random", fused_modconv: bool | None = None
+    ) -> torch.Tensor:
+        if noise_mode not in ("random", "const", "none"):
+            raise ValueError(f"noise_mode: must be random, const or none, got {noise_mode!r}")
+        if fused_modconv is None:
+            # NVlabs' heuristic: grouped conv for inference; in training the shared conv with
+            # activation scaling is faster (cheaper weight gradient), see modulated_conv2d.
+            fused_modconv = not self.training
+        x = img = None
+        w_idx = 0
+        for block in self.blocks.values():
+            x, img = block(
+                x,
+                img,
+                ws[:, w_idx : w_idx + block.num_conv + block.num_torgb],
+                noise_mode,
+                fused_modconv,
+            )
+            w_idx += block.num_conv
+        return img
+
+
+class Generator(nn.Module):
+    """z [N, z_dim], c [N, c_dim] or None -> images [N, img_channels, R, R] in about [-1, 1]."""
+
+    def __init__(
+        self,
+        z_dim: int = 512,
+        c_dim: int = 0,  # 0: unconditional
+        w_dim: int = 512,
+        img_resolution: int = 256,
+        img_channels: int = 3,
+        map_depth: int = 8,  # mapping-network layers
+        map_lr_mult: float = 0.01,  # mapping-network lr multiplier
+        w_avg_beta: float = 0.995,  # decay of the running W mean (truncation centre)
+        channel_base: int = 32768,
+        channel_max: int = 512,
+        conv_clamp: float | None = None,  # clamp conv outputs to +-this (None: never)
+    ) -> None:
+        super().__init__()
+        self.z_dim, self.c_dim, self.w_dim = z_dim, c_dim, w_dim
+        self.img_resolution, self.img_channels = img_resolution, img_channels
+        self.synthesis = SynthesisNetwork(
+            w_dim, img_resolution, img_channels, channel_base, channel_max, conv_clamp
+        )
+        self.num_ws = self.synthesis.num_ws
+        self.mapping = MappingNetwork(
+            z_dim, c_dim, w_dim, self.num_ws, map_depth, map_lr_mult, w_avg_beta
+        )
+
+    def forward(
+        self,
+        z: torch.Tensor,
+        c: torch.Tensor | None = None,
+        truncation_psi: float = 1.0,
+        truncation_cutoff: int | None = None,
+        noise_mode: NoiseMode = "random",
+        update_emas: bool = False,
+        fused_modconv: bool | None = None,
+    ) -> torch.Tensor:
+        ws = self.mapping(z, c, truncation_psi, truncation_cutoff, update_emas=update_emas)
+        return self.synthesis(ws, noise_mode=noise_mode, fused_modconv=fused_modconv)
+
+
+def mix_styles(
+    generator: nn.Module,
+    z: torch.Tensor,
+    c: torch.Tensor | None,
+    prob: float,
+    update_emas: bool = False,
+) -> torch.Tensor:
+    """Style-mixing regularisation (StyleGAN sec. 3.1, as NVlabs' StyleGAN2Loss).
+
+    generator: a :class:`Generator` (its ``mapping`` is used) or a mapping network itself.
+    Returns ws [N, num_ws, w_dim]: with probability ``prob`` (one draw per batch) the layers from a
+    random cutoff in [1, num_ws) onward take the ws of a second latent ``randn_like(z)``. Use
+    ``generator.synthesis(ws)`` on the result. Selection is a mask + ``torch.where``, so there is no
+    data-dependent Python control flow (``torch.compile`` friendly). The second mapping call never
+    updates ``w_avg``.
+    """
+    mapping = getattr(generator, "mapping", generator)
+    ws = mapping(z, c, update_emas=update_emas)
+    if prob <= 0:
+        return ws
+    num_ws = ws.shape[1]
+    cutoff = torch.randint(1, max(num_ws, 2), [], device=ws.device)
+    cutoff = torch.where(
+        torch.rand([], device=ws.device) < prob, cutoff, torch.full_like(cutoff, num_ws)
+    )
+    mixed = mapping(torch.randn_like(z), c, update_emas=False)
+    take_mixed = torch.arange(num_ws, device=ws.device) >= cutoff
+    return torch.where(take_mixed[None, :, None], mixed, ws)
+
+
+# --------------------------------------------------------------------------------------------
+# Discriminator
+
+
+class DiscriminatorBlock(nn.Module):
+    """One resolution of D: two 3x3 convs, the second downsampling by 2.
+
+    (x [N, tmp, r, r] or None, img [N, C, r, r] or None) -> (x [N, out, r/2, r/2], img or None).
+    resnet: x = (skip(x) + conv1(conv0(x))) * sqrt(1/2) (unit variance of the sum);
+    orig: plain stack; skip: FromRGB of the downsampled image added at every resolution.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,  # 0: first block, reads the image through FromRGB
+        tmp_channels: int,
+        out_channels: int,
+        img_channels: int,
+        architecture: str = "resnet",  # resnet | orig | skip
+        conv_clamp: float | None = None,
+    ) -> None:
+        super().__init__()
+        self.in_channels, self.architecture = in_channels, architecture
+        if in_channels == 0 or architecture == "skip":
+            self.fromrgb = Conv2dLayer(
+                img_channels, tmp_channels, 1, activation="lrelu", conv_clamp=conv_clamp
+            )
+        self.conv0 = Conv2dLayer(
+            tmp_channels, tmp_channels, 3, activation="lrelu", conv_clamp=conv_clamp
+        )
+        self.conv1 = Conv2dLayer(
+            tmp_channels, out_channels, 3, activation="lrelu", down=2, conv_clamp=conv_clamp
+        )
+        if architecture == "resnet":
+            self.skip = Conv2dLayer(tmp_channels, out_channels, 1, bias=False, down=2)
+        self.register_buffer("resample_filter", setup_filter(RESAMPLE_FILTER), persistent=False)
+
+    def forward(
+        self, x: torch.Tensor | None, img: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if self.in_channels == 0 or self.architecture == "skip":
+            y = self.fromrgb(img)
+            x = y if x is None else x + y
+            if self.architecture == "skip":
+                img = downsample2d(img, self.resample_filter)
+            else:
+                img = None
+        if self.architecture == "resnet":
+            y = self.skip(x, gain=math.sqrt(0.5))
+            x = self.conv1(self.conv0(x), gain=math.sqrt(0.5))
+            return y + x, img
+        return self.conv1(self.conv0(x)), img
+
+
+class DiscriminatorEpilogue(nn.Module):
+    """4x4 head: (FromRGB) -> minibatch-stddev -> 3x3 conv -> fc -> out (-> projection).
+
+    x [N, C, 4, 4] (or None at resolution 4), img, cmap [N, cmap_dim] or None -> logits [N, 1].
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        cmap_dim: int,  # 0: unconditional
+        img_channels: int,
+        use_fromrgb: bool,  # skip architecture or a 4x4 D (no blocks before the epilogue)
+        mbstd_group: int = 4,  # 0: no minibatch-stddev layer
+        mbstd_channels: int = 1,
+        conv_clamp: float | None = None,
+    ) -> None:
+        super().__init__()
+        self.cmap_dim = cmap_dim
+        if use_fromrgb:
+            self.fromrgb = Conv2dLayer(
+                img_channels, in_channels, 1, activation="lrelu", conv_clamp=conv_clamp
+            )
+        self.mbstd = (
+            MinibatchStdLayer(mbstd_group, mbstd_channels)
+            if mbstd_group > 0 and mbstd_channels > 0
+            else None
+        )
+        extra = mbstd_channels if self.mbstd is not None else 0
+        self.conv = Conv2dLayer(
+            in_channels + extra, in_channels, 3, activation="lrelu", conv_clamp=conv_clamp
+        )
+        self.fc = FullyConnectedLayer(in_channels * 16, in_channels, activation="lrelu")
+        self.out = FullyConnectedLayer(in_channels, cmap_dim if cmap_dim > 0 else 1)
+
+    def forward(
+        self, x: torch.Tensor | None, img: torch.Tensor | None, cmap: torch.Tensor | None
+    ) -> torch.Tensor:
+        if hasattr(self, "fromrgb"):
+            y = self.fromrgb(img)
+            x = y if x is None else x + y
+        if self.mbstd is not None:
+            x = self.mbstd(x)
+        x = self.conv(x)
+        x = self.fc(x.flatten(1))
+        x = self.out(x)
+        if self.cmap_dim > 0:
+            # Projection discriminator: <phi(x), embed(c)>, normalised by sqrt(cmap_dim).
+            x = (x * cmap).sum(dim=1, keepdim=True) * (1.0 / math.sqrt(self.cmap_dim))
+        return x
+
+
+class Discriminator(nn.Module):
+    """images [N, img_channels, R, R] (+ one-hot c [N, c_dim]) -> logits [N, 1]."""
+
+    def __init__(
+        self,
+        c_dim: int = 0,  # 0: unconditional
+        img_resolution: int = 256,
+        img_channels: int = 3,
+        architecture: str = "resnet",  # resnet (StyleGAN2 config F) | orig (cifar) | skip
+        channel_base: int = 32768,
+        channel_max: int = 512,
+        conv_clamp: float | None = None,
+        cmap_dim: int | None = None,  # projection size (None: channels at 4x4)
+        mbstd_group: int = 4,  # minibatch-stddev group size (0: off); clipped to N
+        mbstd_channels: int = 1,
+        map_depth: int = 8,  # layers of the label mapping network (conditional only)
+        map_lr_mult: float = 0.01,
+    ) -> None:
+        super().__init__()
+        log2 = _check_resolution(img_resolution)
+        if architecture not in ("resnet", "orig", "skip"):
+            raise ValueError(f"architecture: must be resnet, orig or skip, got {architecture!r}")
+        self.c_dim, self.img_resolution, self.img_channels = c_dim, img_resolution, img_channels
+        self.architecture = architecture
+        block_resolutions = [2**i for i in range(log2, 2, -1)]
+        channels = {
+            res: _channels(channel_base, channel_max, res) for res in [*block_resolutions, 4]
+        }
+        if cmap_dim is None:
+            cmap_dim = channels[4]
+        if c_dim == 0:
+            cmap_dim = 0
+        self.cmap_dim = cmap_dim
+        self.blocks = nn.ModuleDict()
+        for res in block_resolutions:
+            in_channels = channels[res] if res < img_resolution else 0
+            self.blocks[str(res)] = DiscriminatorBlock(
+                in_channels,
+                channels[res],
+                channels[res // 2],
+                img_channels,
+                architecture,
+                conv_clamp,
+            )
+        if c_dim > 0:
+            self.mapping = MappingNetwork(
+                0, c_dim, cmap_dim, None, map_depth, map_lr_mult, w_avg_beta=None
+            )
+        self.epilogue = DiscriminatorEpilogue(
+            channels[4],
+            cmap_dim,
+            img_channels,
+            use_fromrgb=(architecture == "skip" or not block_resolutions),
+            mbstd_group=mbstd_group,
+            mbstd_channels=mbstd_channels,
+            conv_clamp=conv_clamp,
+        )
+
+    def forward(self, images: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
+        x, img = None, images
+        for block in self.blocks.values():
+            x, img = block(x, img)
+        cmap = None
+        if self.c_dim > 0:
+            if c is None:
+                raise ValueError(
+                    f"c: this discriminator is conditional (c_dim={self.c_dim}); pass one-hot labels"
+                )
+            cmap = self.mapping(None, c)
+        return self.epilogue(x, img if img is not None else images, cmap)
+
+
+# --------------------------------------------------------------------------------------------
+# Construction from ModelConfig (JSON-able kwargs, stored in the export)
+
+
+def generator_kwargs(
+    model_cfg: ModelConfig, resolution: int, channels: int, c_dim: int
+) -> dict[str, Any]:
+    """Plain JSON-able ``Generator`` kwargs. ``c_dim`` is ignored unless ``model_cfg.conditional``."""
+    _check_resolution(resolution)
+    return {
+        "z_dim": model_cfg.z_dim,
+        "c_dim": int(c_dim) if model_cfg.conditional else 0,
+        "w_dim": model_cfg.w_dim,
+        "img_resolution": int(resolution),
+        "img_channels": int(channels),
+        "map_depth": model_cfg.map_depth,
+        "map_lr_mult": float(model_cfg.map_lr_mult),
+        "w_avg_beta": float(model_cfg.w_avg_beta),
+        "channel_base": model_cfg.channel_base,
+        "channel_max": model_cfg.channel_max,
+        "conv_clamp": None if model_cfg.conv_clamp is None else float(model_cfg.conv_clamp),
+    }
+
+
+def discriminator_kwargs(
+    model_cfg: ModelConfig, resolution: int, channels: int, c_dim: int
+) -> dict[str, Any]:
+    """Plain JSON-able ``Discriminator`` kwargs. ``c_dim`` is ignored unless conditional."""
+    _check_resolution(resolution)
+    return {
+        "c_dim": int(c_dim) if model_cfg.conditional else 0,
+        "img_resolution": int(resolution),
+        "img_channels": int(channels),
+        "architecture": model_cfg.d_architecture,
+        "channel_base": model_cfg.channel_base,
+        "channel_max": model_cfg.channel_max,
+        "conv_clamp": None if model_cfg.conv_clamp is None else float(model_cfg.conv_clamp),
+        "mbstd_group": model_cfg.mbstd_group,
+        "mbstd_channels": model_cfg.mbstd_channels,
+        "map_depth": model_cfg.map_depth,
+        "map_lr_mult": float(model_cfg.map_lr_mult),
+    }
+
+
+__all__ = [
+    "Discriminator",
+    "Generator",
+    "MappingNetwork",
+    "SynthesisNetwork",
+    "discriminator_kwargs",
+    "generator_kwargs",
+    "mix_styles",
+]
