@@ -36,7 +36,7 @@ import struct
 import tarfile
 import zipfile
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import numpy as np
 
@@ -46,6 +46,7 @@ from .skips import (
     NOT_A_FILE,
     TOO_LARGE,
     TRUNCATED_ARCHIVE,
+    UNREADABLE,
     UNSAFE_PATH,
     Skip,
     SkipInput,
@@ -91,7 +92,7 @@ class IndexWriter:
         raw = NO_LABEL if not label else self._label_ids.setdefault(label, len(self._label_ids))
         self._labels.write(struct.pack("<i", raw))
         self._locs.write(struct.pack("<qq", *loc))
-        self._hash.update(json.dumps([ref, label or "", list(loc)]).encode("utf-8", "surrogateescape"))
+        self._hash.update(b"%s\0%s\0%d:%d\n" % (data, (label or "").encode("utf-8", "surrogateescape"), *loc))
         self.count += 1
 
     def skip(self, source: str, reason: str, detail: str = "") -> None:
@@ -222,7 +223,9 @@ class SourceReader:
             import fsspec
 
             with fsspec.open(ref, "rb") as f:
-                return f.read(MAX_FILE_BYTES + 1)
+                data = f.read(MAX_FILE_BYTES + 1)
+            _check_size(len(data))
+            return data
         path = os.path.join(self.spec.path, ref)
         _check_size(os.stat(path).st_size)
         with open(path, "rb") as f:
@@ -331,20 +334,22 @@ def _folder(writer: IndexWriter, root: Path, cfg: PrepConfig) -> SourceSpec:
     stack = [""]
     while stack:  # pre-order walk, entries sorted: deterministic, one directory listing in RAM
         rel_dir = stack.pop()
+        files, subdirs = [], []
         try:
-            entries = sorted(os.scandir(root / rel_dir), key=lambda e: e.name)
+            with os.scandir(root / rel_dir) as it:  # names only: one listing's strings in RAM
+                for entry in it:
+                    if entry.name.startswith("."):
+                        continue
+                    if entry.is_dir(follow_symlinks=False):
+                        subdirs.append(f"{rel_dir}/{entry.name}" if rel_dir else entry.name)
+                    elif entry.is_file():
+                        files.append(f"{rel_dir}/{entry.name}" if rel_dir else entry.name)
         except OSError as exc:
-            writer.skip(rel_dir or ".", "unreadable", str(exc))
+            writer.skip(rel_dir or ".", UNREADABLE, str(exc))
             continue
-        subdirs = []
-        for entry in entries:
-            if entry.name.startswith("."):
-                continue
-            rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
-            if entry.is_dir(follow_symlinks=False):
-                subdirs.append(rel)
-            elif entry.is_file():
-                _add_with_folder_label(writer, rel)
+        for rel in sorted(files):
+            _add_with_folder_label(writer, rel)
+        subdirs.sort()
         stack.extend(reversed(subdirs))
     return SourceSpec(kind="files", path=str(root), index_dir=str(writer.folder), name="")
 

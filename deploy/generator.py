@@ -14,6 +14,8 @@ import contextlib
 import math
 import os
 import re
+import shutil
+import subprocess
 import tempfile
 import threading
 from collections.abc import Iterator, Sequence
@@ -53,8 +55,10 @@ class LoadedGenerator:
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
-        return (f"LoadedGenerator({self.config['family']}, {self.resolution}px, z_dim={self.z_dim}, "
-                f"c_dim={self.c_dim}, from {self.source!r})")
+        return (
+            f"LoadedGenerator({self.config['family']}, {self.resolution}px, z_dim={self.z_dim}, "
+            f"c_dim={self.c_dim}, from {self.source!r})"
+        )
 
     def generate(
         self,
@@ -66,7 +70,9 @@ class LoadedGenerator:
     ) -> np.ndarray:
         """seeds (``"0-7"``, an int or a list) -> uint8 images [N, H, W, C]."""
         z = sampling.seeds_to_latents(sampling.parse_seeds(seeds), self.z_dim)
-        return self.generate_latents(z, psi=psi, labels=labels, noise_mode=noise_mode, batch_size=batch_size)
+        return self.generate_latents(
+            z, psi=psi, labels=labels, noise_mode=noise_mode, batch_size=batch_size
+        )
 
     def generate_latents(
         self,
@@ -79,12 +85,16 @@ class LoadedGenerator:
         """z: [N, z_dim] -> uint8 images [N, H, W, C]."""
         z = np.asarray(z, dtype=np.float32)
         if z.ndim != 2 or z.shape[1] != self.z_dim:
-            raise sampling.SamplingError(f"latents: expected shape [N, {self.z_dim}], got {list(z.shape)}")
+            raise sampling.SamplingError(
+                f"latents: expected shape [N, {self.z_dim}], got {list(z.shape)}"
+            )
         if not np.isfinite(z).all():
             raise sampling.SamplingError("latents: contain NaN or infinity")
         c = sampling.labels_to_onehot(labels, len(z), self.c_dim, self.class_names)
         with self._lock:
-            return sampling.synthesize(self.generator, z, c, psi=psi, noise_mode=noise_mode, batch_size=batch_size)
+            return sampling.synthesize(
+                self.generator, z, c, psi=psi, noise_mode=noise_mode, batch_size=batch_size
+            )
 
     def interpolate(
         self,
@@ -116,27 +126,36 @@ def slerp(a: np.ndarray, b: np.ndarray, t: float) -> np.ndarray:
     omega = math.acos(max(-1.0, min(1.0, cos)))
     if omega < 1e-6:
         return ((1 - t) * a + t * b).astype(np.float32)
-    return ((math.sin((1 - t) * omega) * a + math.sin(t * omega) * b) / math.sin(omega)).astype(np.float32)
+    return ((math.sin((1 - t) * omega) * a + math.sin(t * omega) * b) / math.sin(omega)).astype(
+        np.float32
+    )
 
 
 # -- resolving a model reference to an export folder ------------------------------------------
 @contextlib.contextmanager
 def mlflow_uri(tracking_uri: str | None) -> Iterator[None]:
-    """Point MLflow (tracking + registry) at ``tracking_uri`` for the block, then restore."""
+    """Point MLflow (tracking + registry) at ``tracking_uri`` for the block, then restore.
+
+    Restores what was *set* (module globals and env vars), not the resolved values, so a caller
+    who never set a URI keeps MLflow's defaults (the registry follows the tracking URI).
+    """
     import mlflow
+    from mlflow.tracking import _tracking_service
+    from mlflow.tracking._model_registry import utils as registry_utils
 
     if tracking_uri is None:
         yield
         return
     saved_env = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
-    old_tracking, old_registry = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    saved_tracking = getattr(_tracking_service.utils, "_tracking_uri", None)
+    saved_registry = getattr(registry_utils, "_registry_uri", None)
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
     try:
         yield
     finally:
-        mlflow.set_tracking_uri(old_tracking)
-        mlflow.set_registry_uri(old_registry)
+        _tracking_service.utils._tracking_uri = saved_tracking
+        registry_utils._registry_uri = saved_registry
         for key, value in saved_env.items():
             if value is None:
                 os.environ.pop(key, None)
@@ -160,7 +179,9 @@ def model_uri_of(reference: str) -> str:
     return reference
 
 
-def resolve_export(reference: str | Path, tracking_uri: str | None = None, dst_dir: str | Path | None = None) -> Path:
+def resolve_export(
+    reference: str | Path, tracking_uri: str | None = None, dst_dir: str | Path | None = None
+) -> Path:
     """A local export/model folder, ``models:/...``, ``runs:/...`` or a run id -> local export folder."""
     ref = str(reference)
     if not _URI.match(ref) or Path(ref).exists():
@@ -168,12 +189,16 @@ def resolve_export(reference: str | Path, tracking_uri: str | None = None, dst_d
         if not path.exists():
             if _RUN_ID.fullmatch(ref):
                 return _download(model_uri_of(ref), tracking_uri, dst_dir)
-            raise FileNotFoundError(f"{ref}: no such folder; give an export folder (with {CONFIG_NAME}), "
-                                    f"an MLflow model folder, models:/NAME@ALIAS, runs:/RUN_ID/generator or a run id")
+            raise FileNotFoundError(
+                f"{ref}: no such folder; give an export folder (with {CONFIG_NAME}), "
+                f"an MLflow model folder, models:/NAME@ALIAS, runs:/RUN_ID/generator or a run id"
+            )
         found = find_export_dir(path)
         if found is None:
-            raise ExportError(f"{ref}: neither a ganforge export folder ({CONFIG_NAME} + weights.safetensors) "
-                              f"nor an MLflow model folder logged by `ganforge register`")
+            raise ExportError(
+                f"{ref}: neither a ganforge export folder ({CONFIG_NAME} + weights.safetensors) "
+                f"nor an MLflow model folder logged by `ganforge register`"
+            )
         return found
     return _download(ref, tracking_uri, dst_dir)
 
@@ -185,21 +210,31 @@ def _download(uri: str, tracking_uri: str | None, dst_dir: str | Path | None) ->
     dst = Path(dst_dir) if dst_dir is not None else Path(tempfile.mkdtemp(prefix="ganforge-model-"))
     try:
         with mlflow_uri(tracking_uri):
-            local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst))
+            local = mlflow.artifacts.download_artifacts(
+                artifact_uri=uri,
+                dst_path=str(dst),
+                tracking_uri=mlflow.get_tracking_uri(),
+                registry_uri=mlflow.get_registry_uri(),
+            )
     except MlflowException as exc:
         where = tracking_uri or mlflow.get_tracking_uri()
-        raise FileNotFoundError(f"{uri}: cannot be loaded from the MLflow store at {where} "
-                                f"({str(exc).splitlines()[0]}); check the name/alias/version with "
-                                f"`mlflow models` or the UI, and --tracking-uri") from None
+        raise FileNotFoundError(
+            f"{uri}: cannot be loaded from the MLflow store at {where} "
+            f"({str(exc).splitlines()[0]}); check the name/alias/version with "
+            f"`mlflow models` or the UI, and --tracking-uri"
+        ) from None
     found = find_export_dir(local)
     if found is None:
-        raise ExportError(f"{uri}: the MLflow model has no ganforge export under artifacts/{EXPORT_ARTIFACT_KEY}; "
-                          f"was it logged by `ganforge register`?")
+        raise ExportError(
+            f"{uri}: the MLflow model has no ganforge export under artifacts/{EXPORT_ARTIFACT_KEY}; "
+            f"was it logged by `ganforge register`?"
+        )
     return found
 
 
-def load_generator(uri_or_path: str | Path, device: str | torch.device = "cpu",
-                   tracking_uri: str | None = None) -> LoadedGenerator:
+def load_generator(
+    uri_or_path: str | Path, device: str | torch.device = "cpu", tracking_uri: str | None = None
+) -> LoadedGenerator:
     """``models:/NAME@ALIAS``, ``runs:/...``, a run id, or a local folder -> LoadedGenerator."""
     export_dir = resolve_export(uri_or_path, tracking_uri)
     generator, config = load_export(export_dir, device=device)
@@ -218,7 +253,7 @@ def make_grid(images: np.ndarray, cols: int | None = None, pad: int = 0) -> np.n
     grid = np.zeros([rows * (h + pad) - pad, cols * (w + pad) - pad, c], dtype=np.uint8)
     for i, img in enumerate(images):
         r, k = divmod(i, cols)
-        grid[r * (h + pad):r * (h + pad) + h, k * (w + pad):k * (w + pad) + w] = img
+        grid[r * (h + pad) : r * (h + pad) + h, k * (w + pad) : k * (w + pad) + w] = img
     return grid
 
 
@@ -250,25 +285,89 @@ def save_grid(images: np.ndarray, path: str | Path, cols: int | None = None) -> 
 def save_images(images: np.ndarray, folder: str | Path, names: Sequence[str]) -> list[Path]:
     """One PNG per image: ``folder/<name>.png``."""
     folder = Path(folder)
-    return [_atomic_save(folder / f"{name}.png", lambda tmp, im=img: _pil(im).save(tmp, format="PNG"))
-            for img, name in zip(images, names)]
+    return [
+        _atomic_save(folder / f"{name}.png", lambda tmp, im=img: _pil(im).save(tmp, format="PNG"))
+        for img, name in zip(images, names)
+    ]
 
 
 def save_animation(frames: np.ndarray, path: str | Path, fps: int = 24) -> Path:
-    """uint8 [F, H, W, C] -> an animated GIF, or an MP4 when imageio + ffmpeg are installed."""
+    """uint8 [F, H, W, C] -> an animated GIF, or an H.264 MP4 when an ffmpeg binary is available."""
     path = Path(path)
     if path.suffix.lower() == ".mp4":
-        try:
-            import imageio.v2 as imageio  # optional; pulls in imageio-ffmpeg's binary
-        except ImportError:
-            raise ValueError(f"{path}: writing MP4 needs `pip install imageio imageio-ffmpeg`; "
-                             f"or write a .gif") from None
-        return _atomic_save(path, lambda tmp: imageio.mimwrite(tmp, list(frames), fps=fps, format="FFMPEG"))
+        return _atomic_save(path, lambda tmp: _write_mp4(frames, tmp, fps))
     if path.suffix.lower() != ".gif":
-        raise ValueError(f"{path}: an interpolation is written as .gif (or .mp4); change the suffix")
+        raise ValueError(
+            f"{path}: an interpolation is written as .gif (or .mp4); change the suffix"
+        )
     pil = [_pil(f) for f in frames]
-    return _atomic_save(path, lambda tmp: pil[0].save(tmp, format="GIF", save_all=True, append_images=pil[1:],
-                                                       duration=max(1, round(1000 / fps)), loop=0))
+    return _atomic_save(
+        path,
+        lambda tmp: pil[0].save(
+            tmp,
+            format="GIF",
+            save_all=True,
+            append_images=pil[1:],
+            duration=max(1, round(1000 / fps)),
+            loop=0,
+        ),
+    )
+
+
+def ffmpeg_binary() -> str | None:
+    """``ffmpeg`` on PATH, else the one bundled with the optional ``imageio-ffmpeg`` package."""
+    found = shutil.which("ffmpeg")
+    if found:
+        return found
+    try:
+        import imageio_ffmpeg
+    except ImportError:
+        return None
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def _write_mp4(frames: np.ndarray, path: str, fps: int) -> None:
+    exe = ffmpeg_binary()
+    if exe is None:
+        raise ValueError(
+            f"{path}: writing MP4 needs ffmpeg (on PATH, or `pip install imageio-ffmpeg`); "
+            f"or write a .gif"
+        )
+    frames = np.asarray(frames)
+    if frames.shape[3] == 1:
+        frames = np.repeat(frames, 3, axis=3)
+    n, h, w, _ = frames.shape
+    # H.264 with yuv420p (what every player accepts) needs even sides: pad by one pixel if odd.
+    cmd = [
+        exe,
+        "-y",
+        "-loglevel",
+        "error",
+        "-f",
+        "rawvideo",
+        "-pix_fmt",
+        "rgb24",
+        "-s",
+        f"{w}x{h}",
+        "-r",
+        str(fps),
+        "-i",
+        "-",
+        "-vf",
+        "pad=ceil(iw/2)*2:ceil(ih/2)*2",
+        "-c:v",
+        "libx264",
+        "-pix_fmt",
+        "yuv420p",
+        "-f",
+        "mp4",
+        path,
+    ]
+    result = subprocess.run(cmd, input=np.ascontiguousarray(frames).tobytes(), capture_output=True)
+    if result.returncode != 0:
+        raise ValueError(
+            f"{path}: ffmpeg failed: {result.stderr.decode(errors='replace').strip()[-500:]}"
+        )
 
 
 def _format(path: str | Path) -> str:

@@ -18,6 +18,7 @@ import importlib
 import os
 
 import numpy as np
+import pandas as pd
 from mlflow.models import set_model
 from mlflow.pyfunc import PythonModel
 
@@ -31,10 +32,14 @@ class GanforgeGeneratorModel(PythonModel):
         export = importlib.import_module(f"{package}.networks.export")
         import torch
 
-        device = os.environ.get("GANFORGE_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
+        device = os.environ.get("GANFORGE_DEVICE") or (
+            "cuda" if torch.cuda.is_available() else "cpu"
+        )
         self.generator, self.config = export.load_export(context.artifacts["export"], device=device)
 
-    def predict(self, context, model_input, params=None):
+    # The DataFrame hint only tells MLflow not to infer a schema from hints (the logged signature
+    # is the contract); without a hint MLflow warns on every load.
+    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> np.ndarray:
         params = params or {}
         psi = float(params.get("psi", 1.0))
         noise_mode = str(params.get("noise_mode", "const"))
@@ -49,12 +54,16 @@ class GanforgeGeneratorModel(PythonModel):
         elif seeds is not None:
             z = self.sampling.seeds_to_latents([int(s) for s in seeds], z_dim)
         else:
-            raise ValueError("input: give a 'seed' column (ints) or a 'latent' column (lists of floats)")
+            raise ValueError(
+                "input: give a 'seed' column (ints) or a 'latent' column (lists of floats)"
+            )
         if len(z) > MAX_IMAGES:
             raise ValueError(f"input: {len(z)} images requested; at most {MAX_IMAGES} per call")
         labels = _present(columns.get("label"))
         labels = None if labels is None else [int(v) for v in labels]
-        c = self.sampling.labels_to_onehot(labels, len(z), c_dim, self.config.get("class_names") or [])
+        c = self.sampling.labels_to_onehot(
+            labels, len(z), c_dim, self.config.get("class_names") or []
+        )
         return self.sampling.synthesize(self.generator, z, c, psi=psi, noise_mode=noise_mode)
 
 
@@ -63,11 +72,16 @@ def _columns(model_input) -> dict:
     if hasattr(model_input, "to_dict") and hasattr(model_input, "columns"):
         return {str(k): list(model_input[k]) for k in model_input.columns}
     if isinstance(model_input, dict):
-        return {k: list(v) if isinstance(v, (list, tuple, np.ndarray)) else [v] for k, v in model_input.items()}
+        return {
+            k: list(v) if isinstance(v, (list, tuple, np.ndarray)) else [v]
+            for k, v in model_input.items()
+        }
     if isinstance(model_input, list) and all(isinstance(r, dict) for r in model_input):
         keys = {k for r in model_input for k in r}
         return {k: [r.get(k) for r in model_input] for k in keys}
-    raise ValueError(f"input: expected a DataFrame with 'seed'/'latent'/'label' columns, got {type(model_input).__name__}")
+    raise ValueError(
+        f"input: expected a DataFrame with 'seed'/'latent'/'label' columns, got {type(model_input).__name__}"
+    )
 
 
 def _is_missing(value) -> bool:

@@ -13,11 +13,13 @@ can live in one process. Weights stay safetensors + JSON; no pickle is written o
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 import shutil
 import sys
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,11 +70,15 @@ def vendor_code(dst: str | Path) -> Path:
     net_dir = Path(networks_package.__file__).parent
     sources = {f"networks/{p.name}": p.read_text() for p in sorted(net_dir.glob("*.py"))}
     sources["sampling.py"] = Path(sampling_module.__file__).read_text()
-    digest = hashlib.sha256("".join(f"{k}\0{v}\0" for k, v in sorted(sources.items())).encode()).hexdigest()[:10]
+    digest = hashlib.sha256(
+        "".join(f"{k}\0{v}\0" for k, v in sorted(sources.items())).encode()
+    ).hexdigest()[:10]
     package = f"ganforge_pyfunc_{digest}"
     root = Path(dst) / package
     (root / "networks").mkdir(parents=True, exist_ok=True)
-    (root / "__init__.py").write_text('"""Vendored ganforge generator code shipped with an MLflow model."""\n')
+    (root / "__init__.py").write_text(
+        '"""Vendored ganforge generator code shipped with an MLflow model."""\n'
+    )
     for rel, text in sources.items():
         (root / rel).write_text(re.sub(r"\btraining\.networks\b", f"{package}.networks", text))
     return root
@@ -83,14 +89,18 @@ def signature_for(config: dict[str, Any]):
     from mlflow.models import ModelSignature
     from mlflow.types.schema import Array, ColSpec, ParamSchema, ParamSpec, Schema, TensorSpec
 
-    inputs = Schema([
-        ColSpec("long", "seed", required=False),
-        ColSpec(Array("double"), "latent", required=False),
-        ColSpec("long", "label", required=False),
-    ])
+    inputs = Schema(
+        [
+            ColSpec("long", "seed", required=False),
+            ColSpec(Array("double"), "latent", required=False),
+            ColSpec("long", "label", required=False),
+        ]
+    )
     res, ch = int(config["resolution"]), int(config["channels"])
     outputs = Schema([TensorSpec(np.dtype(np.uint8), (-1, res, res, ch), name="images")])
-    params = ParamSchema([ParamSpec("psi", "double", 1.0), ParamSpec("noise_mode", "string", "const")])
+    params = ParamSchema(
+        [ParamSpec("psi", "double", 1.0), ParamSpec("noise_mode", "string", "const")]
+    )
     return ModelSignature(inputs=inputs, outputs=outputs, params=params)
 
 
@@ -133,7 +143,9 @@ def _experiment_id(client: Any, name: str, tracking_uri: str) -> str:
     location = None
     if tracking_uri.startswith("sqlite:///"):
         # Local stores keep artifacts next to the database (<work_dir>/mlartifacts), not in ./mlruns.
-        location = (Path(tracking_uri[len("sqlite:///"):]).resolve().parent / "mlartifacts").as_uri()
+        location = (
+            Path(tracking_uri[len("sqlite:///") :]).resolve().parent / "mlartifacts"
+        ).as_uri()
     return client.create_experiment(name, artifact_location=location)
 
 
@@ -166,15 +178,24 @@ def register_export(
         raise RegistryError(f"model_name: {model_name!r} must be non-empty without '/' or '@'")
     if promote_if_better and not alias:
         raise RegistryError("promote_if_better needs an alias to promote (e.g. alias='champion')")
-    if alias is not None and (not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*", alias) or alias.lower() == "latest"):
-        raise RegistryError(f"alias: {alias!r} must start with a letter/underscore, contain only letters, "
-                            f"digits, '_' or '-', and not be 'latest'")
+    if alias is not None and (
+        not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*", alias) or alias.lower() == "latest"
+    ):
+        raise RegistryError(
+            f"alias: {alias!r} must start with a letter/underscore, contain only letters, "
+            f"digits, '_' or '-', and not be 'latest'"
+        )
     new_tags = version_tags(config, tags)
     if promote_if_better and _metric_of(new_tags, promote_if_better) is None:
         known = sorted((config.get("meta") or {}).get("metrics") or {})
-        print(f"ganforge: the export has no metric {promote_if_better!r} (has: {', '.join(known) or 'none'}); "
-              f"registering without moving alias {alias!r}", file=sys.stderr)
+        print(
+            f"ganforge: the export has no metric {promote_if_better!r} (has: {', '.join(known) or 'none'}); "
+            f"registering without moving alias {alias!r}",
+            file=sys.stderr,
+        )
 
+    if tracking_uri and tracking_uri.startswith("sqlite:///"):
+        Path(tracking_uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
     with mlflow_uri(tracking_uri), tempfile.TemporaryDirectory(prefix="ganforge-pyfunc-") as tmp:
         uri = mlflow.get_tracking_uri()
         client = MlflowClient(tracking_uri=uri, registry_uri=uri)
@@ -185,26 +206,33 @@ def register_export(
         staged.mkdir()
         for name in (CONFIG_NAME, WEIGHTS_NAME):
             shutil.copy2(export_dir / name, staged / name)
-        if run_id is not None:
+        active = mlflow.active_run()  # a caller using MLflow's fluent API may have one open
+        previous_status = None
+        if active is not None and run_id == active.info.run_id:
+            run = contextlib.nullcontext(active)  # log into it, leave it open
+        elif run_id is not None:
             previous_status = client.get_run(run_id).info.status
-            run = mlflow.start_run(run_id=run_id)
+            run = mlflow.start_run(run_id=run_id, nested=active is not None)
         else:
-            previous_status = None
-            run = mlflow.start_run(experiment_id=_experiment_id(client, experiment, uri),
-                                   run_name=f"register-{model_name}")
-        with run:
-            model_info = mlflow.pyfunc.log_model(
-                name=MODEL_ARTIFACT_NAME,
-                python_model=str(PYFUNC_MODEL_FILE),
-                artifacts={EXPORT_ARTIFACT_KEY: str(staged)},
-                code_paths=[str(code_dir)],
-                model_config={"code_package": code_dir.name},
-                signature=signature_for(config),
-                pip_requirements=PIP_REQUIREMENTS,
-                registered_model_name=model_name,
+            run = mlflow.start_run(
+                experiment_id=_experiment_id(client, experiment, uri),
+                run_name=f"register-{model_name}",
+                nested=active is not None,
             )
-            mlflow.set_tags({f"ganforge.{k}": v for k, v in new_tags.items() if not k.startswith(METRIC_TAG_PREFIX)})
-            active_run_id = run.info.run_id
+        with run as current:
+            with warnings.catch_warnings():
+                # MLflow nags about predict() type hints and a missing input example; the explicit
+                # signature below is the contract, and an example would run the model at log time.
+                warnings.filterwarnings("ignore", message=".*(type hint|input example).*")
+                model_info = _log_pyfunc(mlflow, staged, code_dir, config, model_name)
+            mlflow.set_tags(
+                {
+                    f"ganforge.{k}": v
+                    for k, v in new_tags.items()
+                    if not k.startswith(METRIC_TAG_PREFIX)
+                }
+            )
+            active_run_id = current.info.run_id
         if previous_status == "RUNNING":
             # start_run(run_id=...) ends the run on exit; the caller's run is still going.
             client.update_run(run_id, status="RUNNING")
@@ -216,12 +244,35 @@ def register_export(
             promoted = _should_promote(client, model_name, alias, new_tags, promote_if_better)
             if promoted:
                 client.set_registered_model_alias(model_name, alias, version)
-    return ModelVersionInfo(name=model_name, version=version, uri=f"models:/{model_name}/{version}",
-                            run_id=active_run_id, model_uri=model_info.model_uri,
-                            alias=alias if promoted else None, promoted=promoted)
+    return ModelVersionInfo(
+        name=model_name,
+        version=version,
+        uri=f"models:/{model_name}/{version}",
+        run_id=active_run_id,
+        model_uri=model_info.model_uri,
+        alias=alias if promoted else None,
+        promoted=promoted,
+    )
 
 
-def _should_promote(client: Any, model_name: str, alias: str, new_tags: dict[str, str], metric: str | None) -> bool:
+def _log_pyfunc(
+    mlflow: Any, staged: Path, code_dir: Path, config: dict[str, Any], model_name: str
+) -> Any:
+    return mlflow.pyfunc.log_model(
+        name=MODEL_ARTIFACT_NAME,
+        python_model=str(PYFUNC_MODEL_FILE),
+        artifacts={EXPORT_ARTIFACT_KEY: str(staged)},
+        code_paths=[str(code_dir)],
+        model_config={"code_package": code_dir.name},
+        signature=signature_for(config),
+        pip_requirements=PIP_REQUIREMENTS,
+        registered_model_name=model_name,
+    )
+
+
+def _should_promote(
+    client: Any, model_name: str, alias: str, new_tags: dict[str, str], metric: str | None
+) -> bool:
     from mlflow.exceptions import MlflowException
 
     if not metric:
@@ -239,7 +290,9 @@ def _should_promote(client: Any, model_name: str, alias: str, new_tags: dict[str
     return new_value < old_value if lower_is_better(metric) else new_value > old_value
 
 
-def set_alias(model_name: str, alias: str, version: str | int, tracking_uri: str | None = None) -> None:
+def set_alias(
+    model_name: str, alias: str, version: str | int, tracking_uri: str | None = None
+) -> None:
     """Point ``alias`` at ``version`` (e.g. to roll back ``champion``)."""
     from mlflow.tracking import MlflowClient
 
@@ -247,4 +300,6 @@ def set_alias(model_name: str, alias: str, version: str | int, tracking_uri: str
         import mlflow
 
         uri = mlflow.get_tracking_uri()
-        MlflowClient(tracking_uri=uri, registry_uri=uri).set_registered_model_alias(model_name, alias, str(version))
+        MlflowClient(tracking_uri=uri, registry_uri=uri).set_registered_model_alias(
+            model_name, alias, str(version)
+        )

@@ -47,7 +47,11 @@ def parse_seeds(text: str | int | Sequence[int]) -> list[int]:
     else:
         seeds = list(text)
     for s in seeds:
-        if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or not 0 <= int(s) <= MAX_SEED:
+        if (
+            isinstance(s, bool)
+            or not isinstance(s, (int, np.integer))
+            or not 0 <= int(s) <= MAX_SEED
+        ):
             raise SamplingError(f"seeds: {s!r} is not an integer in [0, {MAX_SEED}]")
     if not seeds:
         raise SamplingError("seeds: no seeds given")
@@ -56,7 +60,9 @@ def parse_seeds(text: str | int | Sequence[int]) -> list[int]:
 
 def seeds_to_latents(seeds: Sequence[int], z_dim: int) -> np.ndarray:
     """-> z: float32 [N, z_dim]; row i is ``RandomState(seeds[i]).randn(z_dim)``."""
-    return np.stack([np.random.RandomState(int(s)).randn(z_dim) for s in parse_seeds(seeds)]).astype(np.float32)
+    return np.stack(
+        [np.random.RandomState(int(s)).randn(z_dim) for s in parse_seeds(seeds)]
+    ).astype(np.float32)
 
 
 def labels_to_onehot(
@@ -75,25 +81,35 @@ def labels_to_onehot(
             raise SamplingError("labels: this generator is unconditional (c_dim=0); omit labels")
         return None
     if labels is None:
-        raise SamplingError(f"labels: this generator is conditional on {c_dim} classes; give a class "
-                            f"id in [0, {c_dim - 1}]" + (f" or a name ({', '.join(class_names)})" if class_names else "")
-                            + " per image")
+        raise SamplingError(
+            f"labels: this generator is conditional on {c_dim} classes; give a class "
+            f"id in [0, {c_dim - 1}]"
+            + (f" or a name ({', '.join(class_names)})" if class_names else "")
+            + " per image"
+        )
     if isinstance(labels, (str, int, np.integer)):
         labels = [labels] * n
     labels = list(labels)
     if len(labels) == 1 and n > 1:
         labels = labels * n
     if len(labels) != n:
-        raise SamplingError(f"labels: got {len(labels)} labels for {n} images; give one per image or one for all")
+        raise SamplingError(
+            f"labels: got {len(labels)} labels for {n} images; give one per image or one for all"
+        )
     ids = []
     for label in labels:
         if isinstance(label, str) and not label.strip().lstrip("-").isdigit():
             if label not in class_names:
-                raise SamplingError(f"labels: unknown class name {label!r}; valid: {', '.join(class_names) or '(none: use ids)'}")
+                raise SamplingError(
+                    f"labels: unknown class name {label!r}; valid: {', '.join(class_names) or '(none: use ids)'}"
+                )
             ids.append(list(class_names).index(label))
             continue
-        if isinstance(label, bool) or not isinstance(label, (int, np.integer, str)) and not (
-                isinstance(label, float) and label.is_integer()):
+        if (
+            isinstance(label, bool)
+            or not isinstance(label, (int, np.integer, str))
+            and not (isinstance(label, float) and label.is_integer())
+        ):
             raise SamplingError(f"labels: {label!r} is not a class id or name")
         idx = int(label)
         if not 0 <= idx < c_dim:
@@ -105,8 +121,14 @@ def labels_to_onehot(
 
 
 def check_psi(psi: float) -> float:
-    if isinstance(psi, bool) or not isinstance(psi, (int, float, np.floating, np.integer)) or not -2.0 <= float(psi) <= 2.0:
-        raise SamplingError(f"psi: {psi!r} is not a number in [-2, 2] (1: no truncation, 0.5-0.8 typical)")
+    if (
+        isinstance(psi, bool)
+        or not isinstance(psi, (int, float, np.floating, np.integer))
+        or not -2.0 <= float(psi) <= 2.0
+    ):
+        raise SamplingError(
+            f"psi: {psi!r} is not a number in [-2, 2] (1: no truncation, 0.5-0.8 typical)"
+        )
     return float(psi)
 
 
@@ -135,7 +157,15 @@ def synthesize(
     device = next(generator.parameters()).device
     out = []
     for i in range(0, len(z), batch_size):
-        zb = torch.from_numpy(np.ascontiguousarray(z[i:i + batch_size], dtype=np.float32)).to(device)
-        cb = None if c is None else torch.from_numpy(np.ascontiguousarray(c[i:i + batch_size], dtype=np.float32)).to(device)
+        zb = torch.from_numpy(np.ascontiguousarray(z[i : i + batch_size], dtype=np.float32)).to(
+            device
+        )
+        cb = (
+            None
+            if c is None
+            else torch.from_numpy(np.ascontiguousarray(c[i : i + batch_size], dtype=np.float32)).to(
+                device
+            )
+        )
         out.append(to_uint8(generator(zb, cb, truncation_psi=psi, noise_mode=noise_mode)))
     return np.concatenate(out, axis=0)

@@ -20,6 +20,7 @@ from training.augment import AugmentConfig
 from training.data import DataConfig
 from training.growth import GrowthConfig
 from training.losses import LossConfig
+from training.metrics import EvalConfig
 from training.networks.config import ModelConfig
 from training.tracking import TrackingConfig
 from training.trainer import TrainConfig
@@ -44,6 +45,7 @@ class RunConfig:
     growth: GrowthConfig = field(default_factory=GrowthConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
     def __post_init__(self) -> None:
         if not self.name or "/" in self.name:

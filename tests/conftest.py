@@ -51,6 +51,7 @@ def tiny_overrides(work_dir: Path, manifest: Path, **extra: object) -> list[str]
         "train.grid_size": 8,
         "tracking.enabled": False,
         "tracking.register": False,
+        "eval.at_end": False,
     }
     base.update(extra)
     return [f"{k}={v}" for k, v in base.items()]

@@ -23,6 +23,7 @@ from datetime import timedelta
 import torch
 import torch.distributed as torch_dist
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from accelerate.utils import InitProcessGroupKwargs
 
 
@@ -33,12 +34,15 @@ class Distributed:
         # Without a GPU, Accelerate must be told to run on the CPU or a multi-process launch
         # silently gives N independent rank-0 processes; gloo is the CPU backend.
         cpu = cpu or not torch.cuda.is_available()
-        kwargs = [InitProcessGroupKwargs(backend="gloo" if cpu else "nccl", timeout=timedelta(seconds=timeout_s))]
+        env_world = int(os.environ.get("WORLD_SIZE", "1"))
+        kwargs = []
+        if env_world > 1:
+            kwargs.append(InitProcessGroupKwargs(backend="gloo" if cpu else "nccl",
+                                                 timeout=timedelta(seconds=timeout_s)))
         # Autocast only: GAN losses and regularisers run in float32 (see trainer), and the
         # fp16 grad scaling is done per optimizer by the trainer.
         self.accelerator = Accelerator(cpu=cpu, mixed_precision=mixed_precision, kwargs_handlers=kwargs)
         self.mixed_precision = mixed_precision
-        env_world = int(os.environ.get("WORLD_SIZE", "1"))
         if env_world != self.world_size:
             raise RuntimeError(
                 f"launcher started {env_world} processes but Accelerate sees {self.world_size}: on a "
@@ -96,6 +100,10 @@ class Distributed:
     def mean(self, tensor: torch.Tensor) -> torch.Tensor:
         return self.sum(tensor) / self.world_size
 
+    def gather(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Concatenate equally-shaped tensors from all ranks along dim 0 (rank order)."""
+        return self.accelerator.gather(tensor) if self.world_size > 1 else tensor
+
     def any(self, flag: bool | torch.Tensor) -> bool:
         """True on every rank if it is true on any rank (stop agreement: signals, NaNs)."""
         t = torch.as_tensor(flag, dtype=torch.float32, device=self.device).reshape(1)
@@ -117,6 +125,9 @@ class Distributed:
         # wait_for_everyone before teardown: without it 1 run in 4 aborted at exit (gloo).
         self.accelerator.wait_for_everyone()
         self.accelerator.end_training()
+        if self.world_size == 1:
+            # let a later run in the same process (tests, notebooks) choose other settings
+            AcceleratorState._reset_state(reset_partial_state=True)
 
 
 @contextlib.contextmanager

@@ -40,10 +40,12 @@ from .distributed import Distributed
 from .ema import ema_beta, update_ema
 from .growth import Phase, batch_for, downsample_reals, growth_phase, lr_for
 from .images import grid_array, grid_latents, save_curves, save_png, to_uint8
+from .metrics import evaluate, is_better
 from .networks import build_networks
 from .networks.export import save_export
 from .networks.stylegan2 import mix_styles
 from .tracking import Tracker
+
 
 @dataclass(kw_only=True)
 class TrainConfig:
@@ -196,7 +198,7 @@ class Trainer:
         self._build_networks()
         self._build_optimizers()
         self.aug_cfg = cfg.augment
-        self.ada = augment_lib.AdaController(cfg.augment) if cfg.augment.mode == "ada" else None
+        self.ada = augment_lib.AdaController.from_config(cfg.augment) if cfg.augment.mode == "ada" else None
         self.augment_p = cfg.augment.p
         self.pl_mean = torch.zeros([], device=self.device)
         self.images_seen = 0
@@ -210,6 +212,7 @@ class Trainer:
         self._opt_resolution: int | None = None
         self.tracker: Tracker | None = None
         self.last_metrics: dict[str, float] = {}
+        self.best_metric: float | None = None
 
     # -- construction -----------------------------------------------------------------------------
     def _build_networks(self) -> None:
@@ -401,27 +404,27 @@ class Trainer:
         self.images_seen += batch
         self.step += 1
         if self.ada is not None and self.step % self.aug_cfg.interval == 0:
-            self.augment_p = self.ada.update(self.dist.sum(self.ada.pending().to(self.device)), batch * self.aug_cfg.interval)
+            self.augment_p = self.ada.update(self.dist.sum(self.ada.pending().to(self.device)))
         return metrics
 
     # -- checkpoints ------------------------------------------------------------------------------
     def state(self) -> dict:
         return {"step": self.step, "tick": self.tick, "augment_p": self.augment_p,
                 "ada": self.ada.state_dict() if self.ada else None, "mlflow_run_id": self.mlflow_run_id,
-                "world_size": self.dist.world_size, "family": self.family,
+                "world_size": self.dist.world_size, "family": self.family, "best_metric": self.best_metric,
                 "phase": asdict(self.phase()) if self.progressive else None}
 
-    def save(self) -> Path | None:
+    def save(self, root: Path | None = None, keep: int | None = None) -> Path | None:
         path = None
         if self.dist.is_main:
             path = save_checkpoint(
-                self.ckpt_dir, images_seen=self.images_seen,
+                root or self.ckpt_dir, images_seen=self.images_seen,
                 modules={"generator": self.generator, "discriminator": self.discriminator, "g_ema": self.g_ema},
                 optimizers={"generator": self.g_optimizer, "discriminator": self.d_optimizer,
                             "g_scaler": self.g_scaler, "d_scaler": self.d_scaler},
                 state=self.state(), extra_tensors={"pl_mean": self.pl_mean.reshape(1)},
                 config_yaml=self.config_yaml)
-            prune_checkpoints(self.ckpt_dir, self.tcfg.keep_checkpoints)
+            prune_checkpoints(root or self.ckpt_dir, self.tcfg.keep_checkpoints if keep is None else keep)
         self.dist.barrier()
         return path
 
@@ -439,6 +442,7 @@ class Trainer:
         if self.ada is not None and state.get("ada"):
             self.ada.load_state_dict(state["ada"])
         self.mlflow_run_id = state.get("mlflow_run_id")
+        self.best_metric = state.get("best_metric")
         self.pl_mean = extra["pl_mean"].reshape([]).to(self.device)
         # optimizers after any per-resolution rebuild, so their param groups match
         self._sync_phase_optimizers(force=True)
@@ -466,6 +470,37 @@ class Trainer:
                 group["lr"] = group["lr"] * lr / group.setdefault("base_lr", base)
                 group["base_lr"] = lr
 
+    # -- evaluation -------------------------------------------------------------------------------
+    def evaluate(self) -> dict[str, float]:
+        """Metrics of G_ema (all ranks take part); logged as ``metrics/<name>``. With
+        ``eval.keep_best``, a new best is saved as ``checkpoints-best/`` + ``export-best/``."""
+        ecfg = self.cfg.eval
+        phase = self.phase()
+
+        def sample(z, c):
+            with self.dist.autocast():
+                images = self.g_ema(z, c, noise_mode="const", **self.net_kwargs(phase))
+            return images.float()
+
+        results = evaluate(sample, self.manifest, ecfg, z_dim=self.g_ema.z_dim, c_dim=self.c_dim,
+                           device=self.device, rank=self.dist.rank, world_size=self.dist.world_size,
+                           gather=self.dist.gather, log=self._say if self.dist.is_main else None)
+        metrics = {f"metrics/{k}": float(v) for k, v in results.items()}
+        self.last_metrics.update(metrics)
+        self._say("eval  " + "  ".join(f"{k} {v:.4f}" for k, v in results.items()))
+        if self.dist.is_main:
+            if self.tracker:
+                self.tracker.log_metrics(metrics, step=self.images_seen)
+            with open(self.run_dir / "metrics.jsonl", "a") as f:
+                f.write(json.dumps({"kimg": self.images_seen / 1000, **metrics}) + "\n")
+        key = ecfg.keep_best
+        if key and key in results and is_better(key, results[key], self.best_metric):
+            self.best_metric = float(results[key])
+            self._say(f"new best {key} {self.best_metric:.4f}: saved to checkpoints-best/ and export-best/")
+            self.save(root=self.run_dir / "checkpoints-best", keep=1)
+            self.export(self.run_dir / "export-best")
+        return results
+
     # -- outputs ----------------------------------------------------------------------------------
     def _say(self, text: str) -> None:
         if self.dist.is_main:
@@ -488,13 +523,13 @@ class Trainer:
             self.tracker.log_artifact(path, "samples")
         return path
 
-    def export(self) -> Path | None:
+    def export(self, out_dir: Path | None = None) -> Path | None:
         if not self.dist.is_main:
             return None
         meta = {"kimg": round(self.images_seen / 1000, 3), "dataset_sha256": self.manifest.sha256,
                 "dataset": self.manifest.name, "mlflow_run_id": self.mlflow_run_id,
-                "metrics": {k: v for k, v in self.last_metrics.items() if k.startswith("metrics/")}}
-        out = save_export(self.run_dir / "export", self.g_ema, family=self.family, kwargs=self.g_kwargs,
+                "metrics": {k.split("/", 1)[1]: v for k, v in self.last_metrics.items() if k.startswith("metrics/")}}
+        out = save_export(out_dir or self.run_dir / "export", self.g_ema, family=self.family, kwargs=self.g_kwargs,
                           class_names=self.manifest.class_names if self.c_dim else [], meta=meta)
         return out
 
@@ -579,7 +614,11 @@ class Trainer:
                 break
             done = self.images_seen >= total_images
             if done or self.images_seen - tick_start_images >= tick_images:
+                tick_images_now = self.images_seen - tick_start_images
                 self._log_tick(metrics, tick_start, self.images_seen - tick_start_images, total_images, phase)
+                every = int(self.cfg.eval.every_kimg * 1000)
+                if every and not done and self.images_seen // every > (self.images_seen - tick_images_now) // every:
+                    self.evaluate()
                 if tcfg.snapshot_ticks and self.tick % tcfg.snapshot_ticks == 0 and not done:
                     grid = self.sample_grid() or grid
                 if tcfg.checkpoint_ticks and self.tick % tcfg.checkpoint_ticks == 0 and not done:
@@ -602,6 +641,8 @@ class Trainer:
                 self._say(f"ganforge: {self._stop_signal} received: saving a checkpoint and exiting")
             if not self.last_metrics and metrics:
                 self._log_tick(metrics, time.time(), 0, self.images_seen, self.phase())
+            if status == "finished" and (self.cfg.eval.at_end or self.cfg.eval.every_kimg > 0):
+                self.evaluate()
             last_ckpt = self.save() or last_ckpt
             grid = self.sample_grid() or grid
             export_dir = self.export()

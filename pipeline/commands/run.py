@@ -28,8 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from data_prep import shard_dataset
     from deploy.generator import load_generator, save_grid
-    from deploy.sampling import parse_seeds
     from deploy.registry import register_export
+    from deploy.sampling import parse_seeds
     from pipeline.config import config_to_yaml
     from training.tracking import resolve_tracking_uri
     from training.trainer import train
@@ -72,6 +72,11 @@ def main(args: argparse.Namespace) -> int:
     print(f"  run:          {result.run_dir} ({result.images_seen / 1000:.1f} kimg, checkpoints/, export/, samples/)")
     print(f"  mlflow run:   {result.mlflow_run_id} in experiment {cfg.tracking.experiment!r} at {store}")
     print(f"  model:        {model_uri}")
+    evals = {k.split("/", 1)[1]: v for k, v in result.metrics.items() if k.startswith("metrics/")}
+    if evals:
+        print("  quality:      " + ", ".join(f"{k} {v:.3f}" for k, v in evals.items())
+              + (" (coverage: share of the 10 digit classes the generator produces; 1.0 = no mode collapse)"
+                 if "coverage" in evals else ""))
     print(f"  final grid:   {grid_path}")
     print(f"  open the UI:  {ui}")
     return 0

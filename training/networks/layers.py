@@ -72,8 +72,9 @@ def setup_filter(taps: Sequence[float] = (1, 3, 3, 1)) -> torch.Tensor:
 
 def _depthwise(f: torch.Tensor, channels: int, dtype: torch.dtype) -> torch.Tensor:
     # [k, k] -> [C, 1, k, k]; flipped so that conv2d (a correlation) performs a true convolution
-    # as upfirdn2d does (a no-op for the symmetric filters used here).
-    return f.flip([0, 1]).to(dtype)[None, None].expand(channels, 1, *f.shape)
+    # as upfirdn2d does (a no-op for the symmetric filters used here). int(): the channel count is
+    # static; a traced/symbolic size would make the kernel shape unknown to the ONNX exporter.
+    return f.flip([0, 1]).to(dtype)[None, None].expand(int(channels), 1, *f.shape)
 
 
 def _pad_or_crop(x: torch.Tensor, p0: int, p1: int) -> torch.Tensor:
@@ -86,15 +87,19 @@ def _pad_or_crop(x: torch.Tensor, p0: int, p1: int) -> torch.Tensor:
 
 
 def filter2d(
-    x: torch.Tensor, f: torch.Tensor, padding: int | tuple[int, int] = 0, gain: float = 1.0
+    x: torch.Tensor,
+    f: torch.Tensor,
+    padding: int | tuple[int, int] = 0,
+    gain: float = 1.0,
+    bias: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Depthwise FIR filter. x: [N, C, H, W], f: [k, k]; padding (p0, p1) on both spatial axes
-    -> [N, C, H + p0 + p1 - k + 1, ...]."""
+    -> [N, C, H + p0 + p1 - k + 1, ...]; optional per-channel bias [C] added by the conv."""
     p0, p1 = (padding, padding) if isinstance(padding, int) else padding
     weight = _depthwise(f * gain, x.shape[1], x.dtype)
     if p0 == p1 and p0 >= 0:
-        return F.conv2d(x, weight, padding=p0, groups=x.shape[1])
-    return F.conv2d(_pad_or_crop(x, p0, p1), weight, groups=x.shape[1])
+        return F.conv2d(x, weight, bias, padding=p0, groups=x.shape[1])
+    return F.conv2d(_pad_or_crop(x, p0, p1), weight, bias, groups=x.shape[1])
 
 
 def upsample2d(x: torch.Tensor, f: torch.Tensor, up: int = 2, padding: int = 0) -> torch.Tensor:
@@ -135,10 +140,12 @@ def conv2d_resample(
     up: int = 1,
     down: int = 1,
     groups: int = 1,
+    bias: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """2-D conv with optional FIR up/downsampling by 2 (NVlabs ``conv2d_resample`` fast paths).
 
-    x: [N, groups*I, H, W]; weight: [groups*O, I, k, k] (odd k, "same" padding) ->
+    x: [N, groups*I, H, W]; weight: [groups*O, I, k, k] (odd k, "same" padding); bias:
+    [groups*O] or None, added by the last conv op (saves an elementwise pass) ->
     [N, groups*O, H*up/down, W*up/down].
     - up: strided transposed conv (k x k), then the FIR filter with gain up^2 (blurs away the
       checkerboard of the transposed conv).
@@ -148,7 +155,7 @@ def conv2d_resample(
     k = weight.shape[-1]
     pad = k // 2
     if up == 1 and down == 1:
-        return F.conv2d(x, weight, padding=pad, groups=groups)
+        return F.conv2d(x, weight, bias, padding=pad, groups=groups)
     assert f is not None, "resampling needs an FIR filter"
     fk = f.shape[-1]
     if up > 1:
@@ -164,13 +171,13 @@ def conv2d_resample(
         p1 = pad + (fk - up) // 2 - (k - up)
         # (No kernel flip as NVlabs does: the weights are learned, a flip is just a relabelling.)
         x = F.conv_transpose2d(x, w, stride=up, groups=groups)
-        return filter2d(x, f, padding=(p0, p1), gain=up * up)
+        return filter2d(x, f, padding=(p0, p1), gain=up * up, bias=bias)
     p0 = (fk - down + 1) // 2
     p1 = (fk - down) // 2
     if k == 1:
-        return F.conv2d(downsample2d(x, f, down), weight, groups=groups)
+        return F.conv2d(downsample2d(x, f, down), weight, bias, groups=groups)
     x = filter2d(x, f, padding=(pad + p0, pad + p1))
-    return F.conv2d(x, weight, stride=down, groups=groups)
+    return F.conv2d(x, weight, bias, stride=down, groups=groups)
 
 
 # --------------------------------------------------------------------------------------------
@@ -245,10 +252,15 @@ class Conv2dLayer(nn.Module):
         self.act_gain = ACTIVATION_GAIN[activation]
 
     def forward(self, x: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
-        w = (self.weight * self.weight_gain).to(x.dtype)
-        x = conv2d_resample(x, w, self.resample_filter, up=self.up, down=self.down)
+        # act(conv(x, w) + b) * g == act(conv(x, g*w) + g*b) for g > 0 (lrelu is positively
+        # homogeneous): folding the gain into the small weight and bias tensors and the bias into
+        # the conv saves two full-size elementwise passes (forward and backward).
+        total_gain = self.act_gain * gain
+        w = (self.weight * (self.weight_gain * total_gain)).to(x.dtype)
+        b = (self.bias * total_gain).to(x.dtype) if self.bias is not None else None
+        x = conv2d_resample(x, w, self.resample_filter, up=self.up, down=self.down, bias=b)
         clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
-        return bias_act(x, self.bias, self.activation, gain=self.act_gain * gain, clamp=clamp)
+        return bias_act(x, None, self.activation, clamp=clamp)
 
     def extra_repr(self) -> str:
         return (
@@ -266,11 +278,16 @@ def modulated_conv2d(
     resample_filter: torch.Tensor | None = None,
     demodulate: bool = True,
     fused_modconv: bool = True,
+    bias: torch.Tensor | None = None,
+    gain: float = 1.0,
 ) -> torch.Tensor:
-    """Modulated convolution, StyleGAN2 sec. 2.2.
+    """Modulated convolution, StyleGAN2 sec. 2.2: ``gain * (conv(x, w'') + noise + bias)``.
 
     x: [N, I, H, W]; weight: [O, I, k, k] (raw N(0,1), demodulation normalises it); styles: [N, I];
-    noise: broadcastable to [N, O, H*up, W*up] or None -> [N, O, H*up, W*up].
+    noise: broadcastable to [N, O, H*up, W*up] or None; bias: [O] or None -> [N, O, H*up, W*up].
+    ``gain`` (the activation gain, folded in by the caller since lrelu(g*y) = g*lrelu(y)) and
+    ``bias`` are applied inside the conv / demodulation multiply where possible, so the layer
+    costs as few full-size elementwise passes as possible.
 
     Modulation (eq. 1) w'_ijk = s_i * w_ijk; demodulation (eq. 3) w''_ijk = w'_ijk /
     sqrt(sum_ik w'_ijk^2 + eps).
@@ -296,23 +313,50 @@ def modulated_conv2d(
     dcoefs = None
     if demodulate:
         # sum_ik (s_i w_oik)^2 = sum_i s_i^2 * (sum_k w_oik^2): no [N, O, I, k, k] tensor needed.
-        dcoefs = (styles.square() @ weight.square().sum(dim=[2, 3]).t() + 1e-8).rsqrt()  # [N, O]
+        # In float32 even under autocast: a sum of I*k*k squares overflows float16.
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            wsq = weight.float().square().sum(dim=[2, 3])  # [O, I]
+            dcoefs = (styles.float().square() @ wsq.t() + 1e-8).rsqrt()  # [N, O]
+
+    if noise is not None and gain != 1:
+        noise = noise * gain  # [N or 1, 1, H, W]: cheap
+    if bias is not None and gain != 1:
+        bias = bias * gain
 
     if not fused_modconv:
         x = x * styles.to(x.dtype).reshape(batch, -1, 1, 1)
-        x = conv2d_resample(x, weight.to(x.dtype), resample_filter, up=up)
-        if dcoefs is not None:
-            x = x * dcoefs.to(x.dtype).reshape(batch, -1, 1, 1)
+        if dcoefs is None:
+            # No per-sample output scale: the bias (and gain) go into the shared conv.
+            w = weight * gain if gain != 1 else weight
+            x = conv2d_resample(
+                x,
+                w.to(x.dtype),
+                resample_filter,
+                up=up,
+                bias=None if bias is None else bias.to(x.dtype),
+            )
+        else:
+            x = conv2d_resample(x, weight.to(x.dtype), resample_filter, up=up)
+            scale = (dcoefs * gain).to(x.dtype).reshape(batch, -1, 1, 1)
+            x = torch.addcmul(noise.to(x.dtype), x, scale) if noise is not None else x * scale
+            noise = None
+            if bias is not None:
+                x = x + bias.to(x.dtype).reshape(1, -1, 1, 1)
         if noise is not None:
             x = x + noise.to(x.dtype)
         return x
 
     w = weight.unsqueeze(0) * styles.reshape(batch, 1, -1, 1, 1)  # [N, O, I, k, k]
     if dcoefs is not None:
-        w = w * dcoefs.reshape(batch, -1, 1, 1, 1)
+        w = w * (dcoefs * gain).reshape(batch, -1, 1, 1, 1)
+    elif gain != 1:
+        w = w * gain
     x = x.reshape(1, -1, *x.shape[2:])
     w = w.reshape(-1, in_channels, kh, kw).to(x.dtype)
-    x = conv2d_resample(x, w, resample_filter, up=up, groups=batch)
+    b = (
+        None if bias is None else bias.to(x.dtype).repeat(batch)
+    )  # one bias per (sample, channel) group
+    x = conv2d_resample(x, w, resample_filter, up=up, groups=batch, bias=b)
     x = x.reshape(batch, -1, *x.shape[2:])
     if noise is not None:
         x = x + noise.to(x.dtype)

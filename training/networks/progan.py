@@ -49,13 +49,15 @@ def channels_at(resolution: int, channel_base: int, channel_max: int) -> int:
     return max(1, min(channel_base // resolution, channel_max))
 
 
-def _check_resolution(resolution: int | None, img_resolution: int) -> int:
+def _check_resolution(resolution: int | None, resolutions: list[int]) -> int:
+    """-> the matching entry of ``resolutions`` (a plain Python int even when torch.compile
+    traces ``resolution`` as a symbolic int, so module lookups by ``str(r)`` stay static)."""
     if resolution is None:
-        return img_resolution
-    r = int(resolution)
-    if r < 4 or r > img_resolution or r & (r - 1):
-        raise ValueError(f"resolution: must be a power of two in 4..{img_resolution}, got {resolution}")
-    return r
+        return resolutions[-1]
+    for r in resolutions:
+        if r == resolution:
+            return r
+    raise ValueError(f"resolution: must be a power of two in 4..{resolutions[-1]}, got {resolution}")
 
 
 def _check_alpha(alpha: float | torch.Tensor) -> None:
@@ -190,7 +192,7 @@ class Generator(nn.Module):
         """
         if noise_mode not in NOISE_MODES:
             raise ValueError(f"noise_mode: must be one of {', '.join(NOISE_MODES)}, got {noise_mode!r}")
-        resolution = _check_resolution(resolution, self.img_resolution)
+        resolution = _check_resolution(resolution, self.resolutions)
         _check_alpha(alpha)
         x = normalize_2nd_moment(z)
         if truncation_psi != 1:
@@ -316,7 +318,7 @@ class Discriminator(nn.Module):
         """
         if resolution is None:
             resolution = images.shape[-1]
-        resolution = _check_resolution(resolution, self.img_resolution)
+        resolution = _check_resolution(resolution, self.resolutions)
         if tuple(images.shape[-2:]) != (resolution, resolution):
             raise ValueError(f"images: expected {resolution}x{resolution} at resolution {resolution}, "
                              f"got {tuple(images.shape)}")

@@ -146,3 +146,24 @@ def test_loss_config_validation():
         LossConfig(style_mixing=1.5)
     with pytest.raises(ValueError, match="r1_interval"):
         LossConfig(r1_interval=0)
+
+
+def test_regularisers_on_real_stylegan2_networks():
+    # End to end on tiny networks: R1 and path length produce finite, differentiable penalties.
+    from training.networks.stylegan2 import Discriminator, Generator, mix_styles
+
+    torch.manual_seed(0)
+    kw = dict(img_resolution=8, channel_base=64, channel_max=8)
+    generator = Generator(z_dim=8, w_dim=8, map_depth=1, **kw)
+    discriminator = Discriminator(**kw)
+    ws = mix_styles(generator, torch.randn(4, 8), None, prob=0.9)
+    images = generator.synthesis(ws)
+    penalty, pl_mean = path_length_penalty(images, ws, torch.zeros([]), decay=0.01)
+    assert penalty.item() > 0 and pl_mean.item() > 0
+    penalty.backward()
+    assert generator.synthesis.blocks["8"].conv1.weight.grad.abs().sum() > 0
+    reals = torch.randn(4, 3, 8, 8).requires_grad_(True)
+    r1 = r1_penalty(discriminator(reals), reals)
+    assert r1.item() > 0
+    r1.backward()
+    assert discriminator.epilogue.fc.weight.grad.abs().sum() > 0

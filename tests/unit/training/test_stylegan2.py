@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import pytest
 import torch
@@ -216,13 +217,14 @@ def test_noise_modes():
         generator(z, noise_mode="bogus")
 
 
-def test_train_and_eval_paths_agree():
-    # train mode uses the unfused modconv, eval the fused grouped conv: same function.
-    generator = Generator(img_resolution=16, **TINY)
-    z = torch.randn(3, TINY["z_dim"])
-    a = generator.train()(z, noise_mode="const")
-    b = generator.eval()(z, noise_mode="const")
+def test_fused_and_unfused_generator_agree():
+    # The grouped-conv (fused) and the shared-conv (unfused) modconv are the same function.
+    generator = Generator(c_dim=2, img_resolution=16, **TINY)
+    z, c = torch.randn(3, TINY["z_dim"]), _onehot(3, 2)
+    a = generator(z, c, noise_mode="const", fused_modconv=True)
+    b = generator(z, c, noise_mode="const", fused_modconv=False)
     torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(generator.eval()(z, c, noise_mode="const"), b, rtol=1e-4, atol=1e-4)
 
 
 def test_conditional_generator_depends_on_label_and_needs_it():
@@ -307,3 +309,67 @@ def test_conv_clamp_bounds_activations():
     images = generator(torch.randn(2, TINY["z_dim"]))
     # Each ToRGB output is clamped to 1e-3; the 4x4 one is upsampled (FIR gain keeps it <= 1e-3).
     assert images.abs().max() <= 2e-3 + 1e-6
+
+
+def test_autocast_bf16_forward_backward_and_w_avg_update():
+    # The mapping (and demodulation) stay float32 under autocast; the w_avg lerp must not fail.
+    generator = Generator(c_dim=3, img_resolution=8, conv_clamp=256.0, **TINY)
+    discriminator = Discriminator(
+        c_dim=3, img_resolution=8, channel_base=128, channel_max=16, conv_clamp=256.0
+    )
+    z, c = torch.randn(4, TINY["z_dim"]), _onehot(4, 3)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ws = mix_styles(generator, z, c, prob=0.9, update_emas=True)
+        images = generator.synthesis(ws)
+        logits = discriminator(images, c)
+    assert ws.dtype == torch.float32 and generator.mapping.w_avg.dtype == torch.float32
+    assert images.dtype == torch.float32 and torch.isfinite(images).all()
+    logits.float().sum().backward()
+    assert torch.isfinite(generator.mapping.layers[0].weight.grad).all()
+
+
+def test_torch_compile_fullgraph_no_graph_breaks():
+    # fullgraph=True fails on any graph break (data-dependent Python control flow in forward).
+    generator = Generator(c_dim=2, img_resolution=8, **TINY)
+    discriminator = Discriminator(
+        c_dim=2, img_resolution=8, channel_base=128, channel_max=16, map_depth=2
+    )
+    z, c = torch.randn(3, TINY["z_dim"]), _onehot(3, 2)
+    compiled_g = torch.compile(generator, backend="eager", fullgraph=True)
+    compiled_d = torch.compile(discriminator, backend="eager", fullgraph=True)
+    images = compiled_g(z, c, truncation_psi=0.7, noise_mode="const")
+    torch.testing.assert_close(images, generator(z, c, truncation_psi=0.7, noise_mode="const"))
+    torch.testing.assert_close(compiled_d(images, c), discriminator(images, c))
+
+
+def test_synthesis_traces_and_exports_to_onnx_with_dynamic_batch(tmp_path):
+    # deploy/ exports G with the unfused modconv (the fused one bakes the batch into reshapes).
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    generator = Generator(img_resolution=8, **TINY).eval().requires_grad_(False)
+
+    class Sample(torch.nn.Module):
+        def forward(self, z):
+            ws = generator.mapping(z, None, truncation_psi=0.7)
+            return generator.synthesis(ws, noise_mode="const", fused_modconv=False)
+
+    z2, z5 = torch.randn(2, TINY["z_dim"]), torch.randn(5, TINY["z_dim"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the tracer warns about every baked Python int/bool
+        traced = torch.jit.trace(Sample(), (z2,), check_trace=False)
+    torch.testing.assert_close(traced(z5), Sample()(z5))
+    path = str(tmp_path / "g.onnx")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            Sample(),
+            (z2,),
+            path,
+            input_names=["z"],
+            output_names=["images"],
+            dynamic_axes={"z": {0: "n"}, "images": {0: "n"}},
+            opset_version=17,
+            dynamo=False,
+        )
+    (out,) = ort.InferenceSession(path).run(None, {"z": z5.numpy()})
+    torch.testing.assert_close(torch.from_numpy(out), Sample()(z5), rtol=1e-4, atol=1e-4)

@@ -1,0 +1,92 @@
+"""Serve a generator over HTTP: POST /generate, GET /health, GET /info.
+
+  ganforge serve --model models:/digits-gan@champion --port 8080
+  curl -s localhost:8080/generate -H 'Content-Type: application/json' \
+       -d '{"seeds": [0, 1, 2, 3], "psi": 0.7}' -o grid.png
+  curl -s localhost:8080/generate -H 'Content-Type: application/json' \
+       -d '{"seeds": "0-7", "format": "base64"}'
+
+Request keys: seeds (list, int or "A-B"), psi (default 1.0), labels (conditional models: one id
+or name, or one per seed), noise_mode (const|random|none), format (png: one image or a grid;
+base64: JSON with one base64 PNG per seed). Bad requests get a 4xx with {"error": ...}.
+Concurrent requests are batched into one forward pass. Binds 127.0.0.1 unless --host says
+otherwise (there is no authentication: put a proxy in front before exposing it).
+The MLflow alternative: `mlflow models serve -m models:/NAME@ALIAS --env-manager local`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from training.tracking import default_tracking_uri
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model",
+        "-m",
+        required=True,
+        help="models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN_ID/generator, a run id, "
+        "or an export folder",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="bind address (default: %(default)s)")
+    parser.add_argument(
+        "--port", type=int, default=8080, help="port (default: %(default)s; 0: any free port)"
+    )
+    parser.add_argument(
+        "--max-images",
+        type=int,
+        default=64,
+        help="images per request at most (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-batch",
+        type=int,
+        default=32,
+        help="images per forward pass when batching concurrent requests (default: %(default)s)",
+    )
+    parser.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
+    parser.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///<work-dir>/mlflow.db)",
+    )
+    parser.add_argument(
+        "--work-dir",
+        default="work",
+        help="work dir of the local MLflow store (default: %(default)s)",
+    )
+
+
+def main(args: argparse.Namespace) -> int:
+    os.environ.setdefault(
+        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false"
+    )  # no progress bars in CLI output
+    from deploy.generator import load_generator
+    from deploy.serve import GeneratorServer
+
+    if args.max_images < 1 or args.max_batch < 1:
+        raise ValueError("--max-images and --max-batch must be >= 1")
+    generator = load_generator(
+        args.model,
+        device=args.device,
+        tracking_uri=args.tracking_uri or default_tracking_uri(args.work_dir),
+    )
+    server = GeneratorServer(
+        generator,
+        host=args.host,
+        port=args.port,
+        max_images=args.max_images,
+        max_batch=args.max_batch,
+        model_uri=args.model,
+    )
+    print(
+        f"serving {generator} on {server.url} (POST /generate, GET /health, GET /info); Ctrl-C stops",
+        flush=True,
+    )
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    return 0

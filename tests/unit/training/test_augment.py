@@ -1,0 +1,230 @@
+"""DiffAugment, ADA pipeline and the adaptive-p controller."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from training.augment import (
+    ADA_OPS,
+    AdaController,
+    AdaptiveAugment,
+    AugmentConfig,
+    ada_augment,
+    augment,
+    diff_augment,
+    parse_pipeline,
+    warp_centred,
+)
+
+
+def _images(n=8, c=3, size=16, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return torch.rand(n, c, size, size, generator=gen) * 2 - 1
+
+
+# ---------------------------------------------------------------------------- DiffAugment
+
+
+@pytest.mark.parametrize("policy", ["color", "translation", "cutout"])
+def test_each_diffaugment_policy_changes_images_and_keeps_shape(policy):
+    images = _images()
+    out = diff_augment(images, policy, generator=torch.Generator().manual_seed(1))
+    assert out.shape == images.shape and out.dtype == images.dtype
+    assert not torch.allclose(out, images)
+    assert diff_augment(images, "") is images or torch.equal(diff_augment(images, ""), images)
+
+
+def test_diffaugment_translation_is_an_integer_shift_with_zero_fill():
+    images = _images(n=16, size=16)
+    out = diff_augment(images, "translation", generator=torch.Generator().manual_seed(3))
+    for x, y in zip(images, out):
+        # Find the shift among the admissible ones (|t| <= 2 at 16 px) that explains y exactly.
+        found = False
+        for ty in range(-2, 3):
+            for tx in range(-2, 3):
+                ref = torch.zeros_like(x)
+                ys, xs = slice(max(-ty, 0), 16 - max(ty, 0)), slice(max(-tx, 0), 16 - max(tx, 0))
+                ys_src, xs_src = (
+                    slice(max(ty, 0), 16 - max(-ty, 0)),
+                    slice(max(tx, 0), 16 - max(-tx, 0)),
+                )
+                ref[:, ys, xs] = x[:, ys_src, xs_src]
+                found = found or torch.equal(ref, y)
+        assert found
+
+
+def test_diffaugment_cutout_zeroes_a_half_size_box():
+    images = torch.ones(8, 1, 16, 16)
+    out = diff_augment(images, "cutout", generator=torch.Generator().manual_seed(0))
+    zeros = (out == 0).sum(dim=[1, 2, 3])
+    assert (zeros > 0).all() and (zeros <= 64).all()  # at most 8x8, clipped at the borders
+    assert ((out == 0) | (out == 1)).all()
+
+
+def test_diffaugment_color_matches_hand_computed_brightness():
+    # With a seeded generator, the brightness offset is the first U(0,1) draw - 0.5.
+    images = torch.zeros(1, 3, 4, 4)
+    out = diff_augment(images, "color", generator=torch.Generator().manual_seed(5))
+    draws = torch.rand(3, generator=torch.Generator().manual_seed(5))
+    # Constant image: saturation and contrast keep it constant at the brightness offset.
+    torch.testing.assert_close(out, torch.full_like(images, float(draws[0] - 0.5)))
+
+
+def test_diffaugment_rejects_unknown_policy():
+    with pytest.raises(ValueError, match="policy"):
+        diff_augment(_images(), "color,zoom")
+
+
+# ---------------------------------------------------------------------------- ADA
+
+
+def test_ada_identity_at_p0_exact():
+    images = _images()
+    assert ada_augment(images, 0.0, "bgccutout") is images
+    cfg = AugmentConfig(mode="ada")
+    assert augment(images, cfg, 0.0) is images
+    assert augment(images, AugmentConfig(mode="none"), 1.0) is images
+
+
+def test_ada_p0_tensor_is_numerically_identity():
+    # A 0-dim tensor p (compile-friendly path) runs the ops but with every op disabled.
+    images = _images()
+    out = ada_augment(images, torch.tensor(0.0), "bgc")
+    torch.testing.assert_close(out, images, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("pipeline", ["b", "g", "c", "cutout", "bgccutout"])
+def test_ada_shape_range_grad_at_p1(channels, pipeline):
+    images = _images(c=channels).requires_grad_(True)
+    out = ada_augment(images, 1.0, pipeline, generator=torch.Generator().manual_seed(0))
+    assert out.shape == images.shape and out.dtype == images.dtype
+    assert torch.isfinite(out).all()
+    assert not torch.allclose(out, images)
+    if pipeline in ("b", "g", "cutout"):  # geometric ops and cutout never leave the input range
+        assert out.abs().max() <= 1 + 1e-5
+    (grad,) = torch.autograd.grad(out.square().sum(), images)
+    assert grad.abs().sum() > 0
+
+
+def test_ada_blit_is_exact_permutation():
+    # xflip / rot90 / integer translation land on pixel centres: values are only moved.
+    images = _images(n=4, size=8)
+    out = ada_augment(images, 1.0, "b", generator=torch.Generator().manual_seed(2))
+    for x, y in zip(images, out):
+        xs = set(x.flatten().tolist())
+        assert all(min(abs(v - u) for u in xs) < 1e-5 for v in y.flatten().tolist())
+
+
+def test_warp_conventions_flip_rotate_translate_reflect():
+    images = _images(n=1, size=6)
+    eye = torch.eye(3)[None]
+    flip = eye.clone()
+    flip[0, 0, 0] = -1
+    torch.testing.assert_close(warp_centred(images, flip), images.flip(-1), atol=1e-5, rtol=0)
+    rot = torch.tensor(
+        [[[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]]
+    )  # x -> -y, y -> x (y axis points down)
+    torch.testing.assert_close(
+        warp_centred(images, rot), images.rot90(-1, dims=(2, 3)), atol=1e-5, rtol=0
+    )
+    shift = eye.clone()
+    shift[0, 0, 2] = 2.0  # content moves right by 2; reflect padding fills the left columns
+    out = warp_centred(images, shift)
+    torch.testing.assert_close(out[..., 2:], images[..., :-2], atol=1e-5, rtol=0)
+    torch.testing.assert_close(out[..., :2], images[..., [2, 1]], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("mode", ["ada", "diffaugment"])
+def test_double_backward_for_r1_through_augmentation(mode):
+    # R1 is taken wrt the un-augmented reals, so its gradient goes through the augmentation twice.
+    images = _images(n=2, size=8).requires_grad_(True)
+    weight = torch.randn(3, 8, 8, requires_grad=True)
+    cfg = AugmentConfig(mode=mode, pipeline="bgccutout")
+    augmented = augment(images, cfg, 1.0, generator=torch.Generator().manual_seed(0))
+    logits = (augmented * weight).sum(dim=[1, 2, 3])
+    (grad,) = torch.autograd.grad(logits.sum(), images, create_graph=True)
+    grad.square().sum().backward()
+    assert weight.grad is not None and weight.grad.abs().sum() > 0
+
+
+def test_ada_probability_controls_fraction_of_changed_samples():
+    images = _images(n=256, size=8)
+    gen = torch.Generator().manual_seed(0)
+    out = ada_augment(images, 0.3, "c", generator=gen)
+    changed = ((out - images).abs().flatten(1).max(dim=1).values > 1e-6).float().mean().item()
+    # 5 color ops, each with probability 0.3 (lumaflip also draws "no flip" half the time):
+    # P(unchanged) = 0.7^4 * (1 - 0.15) ~= 0.204.
+    assert abs((1 - changed) - 0.7**4 * 0.85) < 0.08
+
+
+def test_grayscale_images_skip_hue_and_saturation():
+    images = _images(c=1)
+    out = ada_augment(images, 1.0, "c", generator=torch.Generator().manual_seed(0))
+    assert out.shape == images.shape
+
+
+def test_parse_pipeline():
+    assert parse_pipeline("bgc") == frozenset(ADA_OPS) - {"cutout"}
+    assert parse_pipeline("bgccutout") == frozenset(ADA_OPS)
+    assert parse_pipeline("bco") == {"xflip", "rotate90", "xint", "cutout"}  # "co" is cutout
+    assert parse_pipeline("bcco") == parse_pipeline("bccutout") == parse_pipeline("bc") | {"cutout"}
+    with pytest.raises(ValueError, match="not implemented"):
+        parse_pipeline("bgcf")
+    with pytest.raises(ValueError, match="pipeline"):
+        AugmentConfig(pipeline="bgx")
+
+
+def test_adaptive_augment_module_and_augment_dispatch():
+    images = _images()
+    module = AdaptiveAugment("bgc")
+    gen_a, gen_b = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
+    torch.testing.assert_close(
+        module(images, 0.5, gen_a),
+        augment(images, AugmentConfig(mode="fixed", pipeline="bgc"), 0.5, gen_b),
+    )
+    out = augment(images, AugmentConfig(mode="diffaugment"), 0.0)
+    assert not torch.allclose(out, images)  # diffaugment is always on
+
+
+# ---------------------------------------------------------------------------- controller
+
+
+def test_controller_p_rises_when_overfitting_and_falls_otherwise():
+    ada = AdaController(target=0.6, ada_kimg=1.0, interval=4)
+    for _ in range(4):
+        ada.accumulate(torch.full((32, 1), 2.0))  # all positive: r_t = 1 > 0.6
+    stats = ada.pending()
+    assert stats.tolist() == [128.0, 128.0]
+    p = ada.update(stats)
+    assert p == pytest.approx(128 / 1000)
+    assert ada.pending().tolist() == [0.0, 0.0]  # cleared
+    for _ in range(4):
+        ada.accumulate(torch.cat([torch.ones(16, 1), -torch.ones(16, 1)]))  # r_t = 0 < 0.6
+    assert ada.update() == pytest.approx(0.0)
+    assert ada.update() == 0.0  # nothing pending: no change
+    for _ in range(40):
+        ada.accumulate(-torch.ones(32, 1))
+    assert ada.update() == 0.0  # clamped at 0
+
+
+def test_controller_uses_reduced_stats_and_clamps_at_one():
+    ada = AdaController(target=0.6, ada_kimg=0.1, interval=1, p=0.95)
+    ada.accumulate(torch.ones(4, 1))
+    # As if all-reduced over 2 ranks: twice the local sums.
+    p = ada.update(ada.pending() * 2)
+    assert p == 1.0 and ada.last_rt == 1.0
+
+
+def test_controller_state_round_trip():
+    ada = AdaController(p=0.25)
+    ada.accumulate(torch.tensor([[1.0], [-1.0], [1.0]]))
+    state = ada.state_dict()
+    assert state == {"p": 0.25, "pending_sum": 1.0, "pending_count": 3.0}
+    other = AdaController.from_config(AugmentConfig())
+    other.load_state_dict(state)
+    assert other.p == 0.25 and other.pending().tolist() == [1.0, 3.0]
+    assert math.isclose(other.update(), 0.25 - 3 / 500_000)  # r_t = 1/3 < 0.6: p falls
