@@ -201,6 +201,8 @@ class Trainer:
         self.ada = augment_lib.AdaController.from_config(cfg.augment) if cfg.augment.mode == "ada" else None
         self.augment_p = cfg.augment.p
         self.pl_mean = torch.zeros([], device=self.device)
+        w_dim = getattr(self.generator, "w_dim", 0)
+        self._w_stats = torch.zeros(w_dim + 1, device=self.device)
         self.images_seen = 0
         self.step = 0
         self.tick = 0
@@ -286,13 +288,25 @@ class Trainer:
         return {"resolution": phase.resolution, "alpha": phase.alpha} if phase else {}
 
     def run_generator(self, z: torch.Tensor, c: torch.Tensor | None, phase: Phase | None,
-                      with_ws: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+                      with_ws: bool = False, track_w: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
         with self.dist.autocast():
             if phase is not None:
                 return self.g_forward(z, c, **self.net_kwargs(phase)), None
-            ws = mix_styles(self.generator, z, c, self.cfg.loss.style_mixing, update_emas=True)
+            ws = mix_styles(self.generator, z, c, self.cfg.loss.style_mixing, update_emas=False)
+            if track_w:  # the W mean for truncation, updated once per step from the global batch
+                self._w_stats += torch.cat([ws[:, 0].detach().float().sum(0), ws.new_tensor([ws.shape[0]])])
             images = self.generator.synthesis(ws, noise_mode="random")
         return images, (ws if with_ws else None)
+
+    @torch.no_grad()
+    def update_w_avg(self) -> None:
+        """w_avg <- lerp(mean of w over the *global* batch, w_avg, beta): once per step, the
+        same on every rank and for any world size (NVlabs updates it per forward on each GPU)."""
+        mapping = self.generator.mapping
+        stats = self.dist.sum(self._w_stats)
+        if stats[-1] > 0 and getattr(mapping, "w_avg_beta", None) is not None:
+            mapping.w_avg.copy_((stats[:-1] / stats[-1]).lerp(mapping.w_avg, mapping.w_avg_beta))
+        self._w_stats.zero_()
 
     def run_discriminator(self, images: torch.Tensor, c: torch.Tensor | None, phase: Phase | None) -> torch.Tensor:
         images = augment_lib.augment(images, self.aug_cfg, self.augment_p)
@@ -360,7 +374,8 @@ class Trainer:
         c = self.one_hot(labels)
         z = torch.randn([images.shape[0], self.generator.z_dim], device=self.device)
         with torch.no_grad():
-            fake, _ = self.run_generator(z, self.one_hot(labels[torch.randperm(labels.shape[0], device=labels.device)]), phase)
+            fake_c = self.one_hot(labels[torch.randperm(labels.shape[0], device=labels.device)])
+            fake, _ = self.run_generator(z, fake_c, phase, track_w=True)
         real = self.real_images(images, phase).detach().requires_grad_(with_r1)
         fake_logits = self.run_discriminator(fake.float(), c, phase)
         real_logits = self.run_discriminator(real, c, phase)
@@ -398,6 +413,8 @@ class Trainer:
         with_r1 = lcfg.kind == "nonsaturating" and lcfg.r1_gamma > 0 and self.step % lcfg.r1_interval == 0
         metrics.update(self._phase("d_main", d, self.d_optimizer, self.d_scaler, reals, accum,
                                    lambda im, lb: self.d_main(im, lb, phase, with_r1)))
+        if phase is None:
+            self.update_w_avg()
         # EMA of G (half-life in kimg, ramped up early in training as StyleGAN2-ADA)
         beta = ema_beta(batch, self.tcfg.ema_kimg, self.images_seen, self.tcfg.ema_rampup)
         update_ema(self.g_ema, self.generator, beta)
