@@ -35,7 +35,7 @@ from .generator import EXPORT_ARTIFACT_KEY, MODEL_ARTIFACT_NAME, mlflow_uri
 PYFUNC_MODEL_FILE = Path(__file__).with_name("pyfunc_model.py")
 DEFAULT_EXPERIMENT = "ganforge"
 PIP_REQUIREMENTS = ["torch", "safetensors", "numpy"]
-LOWER_IS_BETTER = ("fid", "kid", "distance")
+LOWER_IS_BETTER = ("fid", "kid", "distance", "_fd")  # as training.metrics.higher_is_better
 METRIC_TAG_PREFIX = "metric."
 
 
@@ -164,7 +164,7 @@ def register_export(
 
     ``alias``: set on the new version (moved from any older one). With ``promote_if_better``
     (a metric name in ``meta["metrics"]``), the alias moves only when the new version beats the
-    current holder (lower is better for names containing fid/kid/distance, else higher); a
+    current holder (lower is better for names containing fid/kid/distance/_fd, else higher); a
     holder without the metric is always beaten, a new version without it never wins.
     """
     import mlflow

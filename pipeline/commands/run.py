@@ -60,7 +60,9 @@ def main(args: argparse.Namespace) -> int:
 
     print(f"[4/4] generate: {model_uri}", flush=True)
     generator = load_generator(model_uri, tracking_uri=uri)
-    images = generator.generate(seeds, psi=args.psi)
+    # conditional models: one class per grid column-cycle, so every class shows up
+    labels = [s % generator.c_dim for s in seeds] if generator.c_dim else None
+    images = generator.generate(seeds, psi=args.psi, labels=labels)
     grid_path = save_grid(images, Path(cfg.work_dir) / "outputs" / f"{cfg.name}-grid.png")
 
     store = uri
