@@ -151,7 +151,7 @@ class Tracker:
         self._submit("set_terminated", status=status)
         self._queue.put(None)
         self._thread.join(timeout)
-        if self._pending:
+        if self._pending and not self._thread.is_alive():
             self._retry_pending(force=True)
         if self._pending:
             path = self.run_dir / "tracking-pending.jsonl"
@@ -161,7 +161,7 @@ class Tracker:
                     f.write(json.dumps({"method": method, "args": [str(a) for a in args],
                                         "kwargs": {k: str(v) for k, v in kwargs.items()}}) + "\n")
             print(f"ganforge: {len(self._pending)} MLflow operations could not be sent; they are "
-                  f"recorded in {path}", file=sys.stderr)
+                  f"recorded in {path} (metrics also in {self.run_dir / 'metrics.jsonl'})", file=sys.stderr)
 
     # -- internals ----------------------------------------------------------------------------
     def _submit(self, method: str, *args: Any, **kwargs: Any) -> None:
@@ -177,12 +177,17 @@ class Tracker:
             item = self._queue.get()
             if item is None:
                 return
-            self._retry_pending()
-            method, args, kwargs = item
+            if self._pending:
+                # the store is failing: queue behind the failed operations (order is kept) and
+                # try again at most every RETRY_SECONDS, so a dead server costs no time per call
+                self._pending.append(item)
+                self._retry_pending()
+                continue
             try:
-                self._call(method, args, kwargs)
+                self._call(*item)
             except Exception as exc:  # noqa: BLE001
                 self._pending.append(item)
+                self._last_retry = time.monotonic()
                 self._warn(f"MLflow logging failed ({type(exc).__name__}); training continues, "
                            f"failed operations are retried every {self.RETRY_SECONDS:.0f} s and kept locally")
 
@@ -208,8 +213,10 @@ class Tracker:
 
     def _start_system_metrics(self) -> None:
         try:
+            import mlflow
             from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 
+            mlflow.set_tracking_uri(self.uri)  # the monitor logs through the fluent client
             self._monitor = SystemMetricsMonitor(self.run_id, resume_logging=False)
             self._monitor.start()
         except Exception as exc:  # noqa: BLE001

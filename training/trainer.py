@@ -534,7 +534,7 @@ class Trainer:
         images = torch.cat([self.g_ema(z[i:i + 32], None if c is None else c[i:i + 32], noise_mode="const",
                                        **self.net_kwargs(phase)) for i in range(0, n, 32)])
         grid = grid_array(to_uint8(images), upscale_to=self.manifest.resolution)
-        path = save_png(grid, self.run_dir / "samples" / f"grid-{self.images_seen // 1000:06d}kimg.png")
+        path = save_png(grid, self.run_dir / "samples" / f"grid-{self.images_seen / 1000:09.3f}kimg.png")
         save_png(grid, self.run_dir / "samples" / "latest.png")
         if self.tracker:
             self.tracker.log_artifact(path, "samples")
