@@ -30,7 +30,8 @@ class PrepConfig:
     shard_samples: int = 2000
     """Maximum samples per shard."""
     shard_bytes: int = 1_000_000_000
-    """Maximum bytes per shard (0: no byte limit)."""
+    """Maximum bytes per shard (0: no byte limit); planned from the encoded size of a probe of
+    16 images, so a shard can overshoot when the rest compresses much worse than the probe."""
     min_shards: int = 16
     """At least this many shards when there are enough samples, so that ranks x workers of
     resampled loading read different shards."""

@@ -47,12 +47,20 @@ def save_checkpoint(
     state: dict[str, Any],
     extra_tensors: dict[str, torch.Tensor] | None = None,
     config_yaml: str | None = None,
+    staging: Path | None = None,
 ) -> Path:
-    """Write one checkpoint atomically; returns its folder. Call on the main process only."""
+    """Write one checkpoint atomically; returns its folder. Call on the main process only.
+
+    ``staging``: a folder already holding parts written by every rank (DeepSpeed optimizer
+    partitions); it is completed and renamed into place like the private temp folder."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     final = root / checkpoint_name(images_seen)
-    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".tmp-{final.name}-"))
+    if staging is not None:
+        staging.mkdir(parents=True, exist_ok=True)
+        tmp = staging
+    else:
+        tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".tmp-{final.name}-"))
     try:
         tensors: dict[str, torch.Tensor] = {}
         for name, module in modules.items():
@@ -67,9 +75,10 @@ def save_checkpoint(
         (tmp / "state.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
         if config_yaml is not None:
             (tmp / "config.yaml").write_text(config_yaml)
-        for f in tmp.iterdir():  # durable before the rename makes it visible
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
+        for f in tmp.rglob("*"):  # durable before the rename makes it visible
+            if f.is_file():
+                with open(f, "rb") as fh:
+                    os.fsync(fh.fileno())
         if final.exists():  # same images_seen saved twice (e.g. signal right after a periodic save)
             shutil.rmtree(final)
         os.replace(tmp, final)
@@ -106,8 +115,10 @@ def load_checkpoint(
     *,
     modules: dict[str, torch.nn.Module],
     optimizers: dict[str, Any] | None = None,
-) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """Load into ``modules``/``optimizers`` in place (strict); -> (state.json dict, extra tensors)."""
+    with_optimizers: bool = False,
+):
+    """Load weights into ``modules`` (strict) and state into ``optimizers`` (objects with
+    ``load_state_dict``) -> (state.json dict, extra tensors[, raw optimizer state dicts])."""
     path = Path(path)
     if not (path / "state.json").is_file() or not (path / "models.safetensors").is_file():
         raise CheckpointError(f"{path} is not a complete ganforge checkpoint (needs state.json and "
@@ -124,10 +135,11 @@ def load_checkpoint(
         except RuntimeError as exc:
             raise CheckpointError(f"{path}: {name} weights do not fit the configured model "
                                   f"(was the architecture changed?): {str(exc).splitlines()[0]}") from None
-    if optimizers:
+    saved: dict[str, Any] = {}
+    if optimizers or with_optimizers:
         saved = torch.load(path / "optim.pt", map_location="cpu", weights_only=True)
-        for name, opt in optimizers.items():
+        for name, opt in (optimizers or {}).items():
             if name in saved and hasattr(opt, "load_state_dict"):
                 opt.load_state_dict(saved[name])
     extra = {k[len("extra."):]: v for k, v in tensors.items() if k.startswith("extra.")}
-    return state, extra
+    return (state, extra, saved) if with_optimizers else (state, extra)

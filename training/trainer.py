@@ -19,6 +19,7 @@ import copy
 import json
 import math
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -34,9 +35,15 @@ from data_prep.manifest import Manifest, load_manifest
 
 from . import augment as augment_lib
 from . import losses
-from .checkpoint import latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
+from .checkpoint import (
+    checkpoint_name,
+    latest_checkpoint,
+    load_checkpoint,
+    prune_checkpoints,
+    save_checkpoint,
+)
 from .data import build_loader, shard_warning, stable_seed
-from .distributed import Distributed
+from .distributed import DeepSpeedUpdater, Distributed, Updater
 from .ema import ema_beta, update_ema
 from .growth import Phase, batch_for, downsample_reals, growth_phase, lr_for
 from .images import grid_array, grid_latents, save_curves, save_png, to_uint8
@@ -211,7 +218,7 @@ class Trainer:
         self._stop_signal: str | None = None
         self._loader_key: tuple | None = None
         self._loader_iter = None
-        self._opt_resolution: int | None = None
+        self._opt_phase: int | None = None
         self.tracker: Tracker | None = None
         self.last_metrics: dict[str, float] = {}
         self.best_metric: float | None = None
@@ -234,18 +241,26 @@ class Trainer:
         else:
             self.g_forward, self.d_forward = self.generator, self.discriminator
 
-    def _build_optimizers(self, lr_g: float | None = None, lr_d: float | None = None) -> None:
-        """Adam per network, with StyleGAN2's lazy-regularisation correction of lr and betas."""
+    def _build_optimizers(self) -> None:
+        """Adam per network, with StyleGAN2's lazy-regularisation correction of lr and betas,
+        wrapped in the backend's updater (default: averaged all-reduce; or DeepSpeed ZeRO)."""
         lcfg, t = self.cfg.loss, self.tcfg
         g_interval = lcfg.pl_interval if (self.family == "stylegan2" and lcfg.pl_weight > 0) else None
         d_interval = lcfg.r1_interval if (lcfg.kind == "nonsaturating" and lcfg.r1_gamma > 0) else None
-        g_lr, g_betas = losses.lazy_regularization_adam(lr_g or t.lr_g, t.betas, g_interval)
-        d_lr, d_betas = losses.lazy_regularization_adam(lr_d or t.lr_d, t.betas, d_interval)
-        self.g_optimizer = torch.optim.Adam(self.generator.parameters(), lr=g_lr, betas=g_betas, eps=t.eps)
-        self.d_optimizer = torch.optim.Adam(self.discriminator.parameters(), lr=d_lr, betas=d_betas, eps=t.eps)
-        use_scaler = t.mixed_precision == "fp16"
-        self.g_scaler = torch.amp.GradScaler(self.device.type, enabled=use_scaler)
-        self.d_scaler = torch.amp.GradScaler(self.device.type, enabled=use_scaler)
+        g_lr, g_betas = losses.lazy_regularization_adam(t.lr_g, t.betas, g_interval)
+        d_lr, d_betas = losses.lazy_regularization_adam(t.lr_d, t.betas, d_interval)
+        self.lr_ratio = {"generator": g_lr / t.lr_g, "discriminator": d_lr / t.lr_d}
+        g_opt = torch.optim.Adam(self.generator.parameters(), lr=g_lr, betas=g_betas, eps=t.eps)
+        d_opt = torch.optim.Adam(self.discriminator.parameters(), lr=d_lr, betas=d_betas, eps=t.eps)
+        if t.backend == "deepspeed":
+            _, micro, accum = self.batch_geometry(self.phase())
+            self.g_updater = DeepSpeedUpdater(self.dist, self.generator, g_opt, zero_stage=t.zero_stage,
+                                              micro_batch=micro, accum=accum)
+            self.d_updater = DeepSpeedUpdater(self.dist, self.discriminator, d_opt, zero_stage=t.zero_stage,
+                                              micro_batch=micro, accum=accum)
+        else:
+            self.g_updater = Updater(self.dist, self.generator, g_opt)
+            self.d_updater = Updater(self.dist, self.discriminator, d_opt)
 
     # -- batch geometry ---------------------------------------------------------------------------
     def phase(self) -> Phase | None:
@@ -321,29 +336,22 @@ class Trainer:
         return images
 
     # -- the phases of one step -------------------------------------------------------------------
-    def _optimizer_step(self, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
-                        module: torch.nn.Module) -> None:
-        scaler.unscale_(optimizer)
-        self.dist.average_gradients(module.parameters())
-        scaler.step(optimizer)
-        scaler.update()
-
-    def _phase(self, name: str, module: torch.nn.Module, optimizer, scaler, reals, accum: int,
-               loss_fn) -> dict[str, float]:
-        """Run ``loss_fn`` on every micro-batch of this rank, average grads, step."""
+    def _phase(self, name: str, module: torch.nn.Module, updater: Updater, reals, accum: int,
+               loss_fn) -> dict[str, torch.Tensor]:
+        """Run ``loss_fn`` on every micro-batch of this rank, then one (averaged) optimizer step."""
         other = self.discriminator if module is self.generator else self.generator
         module.requires_grad_(True)
-        other.requires_grad_(False)
-        optimizer.zero_grad(set_to_none=True)
+        other.requires_grad_(False)  # the other network is only a function here
+        updater.begin()
         totals: dict[str, torch.Tensor] = {}
         for m, (images, labels) in enumerate(reals):
             self.reseed(name, self.dist.rank * accum + m)
             loss, metrics = loss_fn(images, labels)
-            scaler.scale(loss / accum).backward()
+            updater.backward(loss, accum)
             self._nonfinite |= ~torch.isfinite(loss.detach())
             for k, v in metrics.items():
                 totals[k] = totals.get(k, 0) + v.detach().float() / accum
-        self._optimizer_step(optimizer, scaler, module)
+        updater.finish()
         module.requires_grad_(False)
         return totals
 
@@ -391,12 +399,22 @@ class Trainer:
             return loss, metrics
         loss = losses.d_logistic_loss(real_logits, fake_logits)
         metrics["loss/d"] = loss
-        if with_r1:
+        if with_r1:  # r1_interval == 1: R1 in the main step, as NVlabs' "Dboth" phase
             r1 = losses.r1_penalty(real_logits, real)
-            # gamma/2 as in the paper, times the interval for lazy regularisation
-            loss = loss + r1.mean() * (lcfg.r1_gamma / 2) * lcfg.r1_interval
-            metrics["loss/r1"] = r1.mean()
+            loss = loss + r1 * (lcfg.r1_gamma / 2)
+            metrics["loss/r1"] = r1
         return loss, metrics
+
+    def d_r1(self, images, labels, phase):
+        """Lazy R1 (StyleGAN2 sec. 4.1): its own D step every r1_interval steps, the weight
+        scaled by the interval so the regulariser keeps its strength."""
+        lcfg = self.cfg.loss
+        real = self.real_images(images, phase).detach().requires_grad_(True)
+        real_logits = self.run_discriminator(real, self.one_hot(labels), phase)
+        r1 = losses.r1_penalty(real_logits, real)
+        # real_logits * 0 keeps every D output in the graph (as NVlabs)
+        loss = r1 * (lcfg.r1_gamma / 2) * lcfg.r1_interval + real_logits.mean() * 0
+        return loss, {"loss/r1": r1}
 
     def train_step(self, phase: Phase | None) -> dict[str, torch.Tensor]:
         batch, micro, accum = self.batch_geometry(phase)
@@ -404,15 +422,21 @@ class Trainer:
         lcfg = self.cfg.loss
         metrics: dict[str, torch.Tensor] = {}
         g, d = self.generator, self.discriminator
-        metrics.update(self._phase("g_main", g, self.g_optimizer, self.g_scaler, reals, accum,
+        if isinstance(self.g_updater, DeepSpeedUpdater):
+            self.g_updater.set_accumulation(micro, accum)
+            self.d_updater.set_accumulation(micro, accum)
+        metrics.update(self._phase("g_main", g, self.g_updater, reals, accum,
                                    lambda im, lb: self.g_main(im, lb, phase)))
         if phase is None and lcfg.pl_weight > 0 and self.step % lcfg.pl_interval == 0:
-            metrics.update(self._phase("g_pl", g, self.g_optimizer, self.g_scaler, reals, accum,
+            metrics.update(self._phase("g_pl", g, self.g_updater, reals, accum,
                                        lambda im, lb: self.g_pl(im, lb, phase)))
             self.pl_mean = self.dist.mean(self.pl_mean.detach())
-        with_r1 = lcfg.kind == "nonsaturating" and lcfg.r1_gamma > 0 and self.step % lcfg.r1_interval == 0
-        metrics.update(self._phase("d_main", d, self.d_optimizer, self.d_scaler, reals, accum,
-                                   lambda im, lb: self.d_main(im, lb, phase, with_r1)))
+        r1_due = lcfg.kind == "nonsaturating" and lcfg.r1_gamma > 0 and self.step % lcfg.r1_interval == 0
+        metrics.update(self._phase("d_main", d, self.d_updater, reals, accum,
+                                   lambda im, lb: self.d_main(im, lb, phase, r1_due and lcfg.r1_interval == 1)))
+        if r1_due and lcfg.r1_interval > 1:
+            metrics.update(self._phase("d_r1", d, self.d_updater, reals, accum,
+                                       lambda im, lb: self.d_r1(im, lb, phase)))
         if phase is None:
             self.update_w_avg()
         # EMA of G (half-life in kimg, ramped up early in training as StyleGAN2-ADA)
@@ -432,16 +456,26 @@ class Trainer:
                 "phase": asdict(self.phase()) if self.progressive else None}
 
     def save(self, root: Path | None = None, keep: int | None = None) -> Path | None:
+        """Full state, written atomically by the main process. Under DeepSpeed every rank first
+        writes its optimizer partition into the staging folder (a collective)."""
+        root = Path(root or self.ckpt_dir)
+        staging = root / f".staging-{checkpoint_name(self.images_seen)}"
+        if self.g_updater.sharded:
+            if self.dist.is_main:
+                shutil.rmtree(staging, ignore_errors=True)
+            self.dist.barrier()
+            self.g_updater.save_sharded(str(staging / "deepspeed"), "generator")
+            self.d_updater.save_sharded(str(staging / "deepspeed"), "discriminator")
+            self.dist.barrier()
         path = None
         if self.dist.is_main:
             path = save_checkpoint(
-                root or self.ckpt_dir, images_seen=self.images_seen,
+                root, images_seen=self.images_seen,
                 modules={"generator": self.generator, "discriminator": self.discriminator, "g_ema": self.g_ema},
-                optimizers={"generator": self.g_optimizer, "discriminator": self.d_optimizer,
-                            "g_scaler": self.g_scaler, "d_scaler": self.d_scaler},
+                optimizers={"generator": self.g_updater.state_dict(), "discriminator": self.d_updater.state_dict()},
                 state=self.state(), extra_tensors={"pl_mean": self.pl_mean.reshape(1)},
-                config_yaml=self.config_yaml)
-            prune_checkpoints(root or self.ckpt_dir, self.tcfg.keep_checkpoints if keep is None else keep)
+                config_yaml=self.config_yaml, staging=staging if self.g_updater.sharded else None)
+            prune_checkpoints(root, self.tcfg.keep_checkpoints if keep is None else keep)
         self.dist.barrier()
         return path
 
@@ -452,8 +486,9 @@ class Trainer:
         path = latest_checkpoint(self.ckpt_dir) if spec == "auto" else Path(spec)
         if path is None:
             return None
-        state, extra = load_checkpoint(
-            path, modules={"generator": self.generator, "discriminator": self.discriminator, "g_ema": self.g_ema})
+        state, extra, optim = load_checkpoint(
+            path, modules={"generator": self.generator, "discriminator": self.discriminator, "g_ema": self.g_ema},
+            with_optimizers=True)
         self.images_seen, self.step, self.tick = state["images_seen"], state["step"], state["tick"]
         self.augment_p = state["augment_p"]
         if self.ada is not None and state.get("ada"):
@@ -461,31 +496,40 @@ class Trainer:
         self.mlflow_run_id = state.get("mlflow_run_id")
         self.best_metric = state.get("best_metric")
         self.pl_mean = extra["pl_mean"].reshape([]).to(self.device)
-        # optimizers after any per-resolution rebuild, so their param groups match
-        self._sync_phase_optimizers(force=True)
-        load_checkpoint(path, modules={}, optimizers={"generator": self.g_optimizer, "discriminator": self.d_optimizer,
-                                                      "g_scaler": self.g_scaler, "d_scaler": self.d_scaler})
+        self._sync_phase_optimizers(resuming=True)
+        note = ""
+        sharded = (path / "deepspeed").is_dir()
+        if self.g_updater.sharded and sharded and state.get("world_size") == self.dist.world_size:
+            self.g_updater.load_sharded(str(path / "deepspeed"), "generator")
+            self.d_updater.load_sharded(str(path / "deepspeed"), "discriminator")
+        elif self.g_updater.sharded or sharded:
+            # ZeRO partitions the Adam moments by rank: they cannot be re-split for another world
+            # size or moved to the other backend; the weights (all that matters for the
+            # generator) come back exactly, the moments restart.
+            note = " (optimizer moments restarted: DeepSpeed partitions need the same world size and backend)"
+        else:
+            self.g_updater.load_state_dict(optim["generator"])
+            self.d_updater.load_state_dict(optim["discriminator"])
         self._say(f"resumed from {path} at {self.images_seen / 1000:.1f} kimg (saved with world size "
-                  f"{state.get('world_size')}, now {self.dist.world_size}), augment p {self.augment_p:.3f}")
+                  f"{state.get('world_size')}, now {self.dist.world_size}), augment p {self.augment_p:.3f}{note}")
         return path
 
-    def _sync_phase_optimizers(self, force: bool = False) -> None:
-        """ProGAN: per-resolution learning rates; Adam state reset when a resolution starts
-        (``growth.reset_optimizer``, as the reference implementation)."""
+    def _sync_phase_optimizers(self, resuming: bool = False) -> None:
+        """ProGAN: per-resolution learning rates; with ``growth.reset_optimizer`` Adam's state is
+        reset at every phase boundary (each fade-in and each stable phase), as the reference's
+        ``reset_opt_for_new_lod``."""
         phase = self.phase()
-        if phase is None or (phase.resolution == self._opt_resolution and not force):
+        if phase is None or (phase.phase_index == self._opt_phase and not resuming):
             return
-        first = self._opt_resolution is None
-        self._opt_resolution = phase.resolution
-        lr_g = lr_for(phase.resolution, self.cfg.growth, self.tcfg.lr_g)
-        lr_d = lr_for(phase.resolution, self.cfg.growth, self.tcfg.lr_d)
-        if first or force or self.cfg.growth.reset_optimizer:
-            self._build_optimizers(lr_g, lr_d)
-            return
-        for optimizer, base, lr in ((self.g_optimizer, self.tcfg.lr_g, lr_g), (self.d_optimizer, self.tcfg.lr_d, lr_d)):
-            for group in optimizer.param_groups:  # keep the lazy-regularisation ratio
-                group["lr"] = group["lr"] * lr / group.setdefault("base_lr", base)
-                group["base_lr"] = lr
+        new_phase = self._opt_phase is not None and not resuming
+        self._opt_phase = phase.phase_index
+        for name, updater, base in (("generator", self.g_updater, self.tcfg.lr_g),
+                                    ("discriminator", self.d_updater, self.tcfg.lr_d)):
+            lr = lr_for(phase.resolution, self.cfg.growth, base) * self.lr_ratio[name]
+            for group in updater.param_groups:
+                group["lr"] = lr
+            if new_phase and self.cfg.growth.reset_optimizer:
+                updater.reset_state()
 
     # -- evaluation -------------------------------------------------------------------------------
     def evaluate(self) -> dict[str, float]:

@@ -173,7 +173,8 @@ class SynthesisLayer(nn.Module):
         if use_noise:
             # Persistent: `noise_mode="const"` must give the same images after export/import.
             self.register_buffer("noise_const", torch.randn([resolution, resolution]))
-            self.noise_strength = nn.Parameter(torch.zeros([]))
+            # shape [1], not []: DeepSpeed broadcasts parameters as byte views, impossible for 0-dim
+            self.noise_strength = nn.Parameter(torch.zeros([1]))
 
     def forward(
         self,
