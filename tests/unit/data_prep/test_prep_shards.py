@@ -151,7 +151,9 @@ def _run_prep(out: Path, slow: bool) -> subprocess.Popen:
             shard_dataset(PrepConfig(source="digits", resolution=8, shard_samples=100, workers=1),
                           out={str(out)!r}, progress=False)
     """)
-    return subprocess.Popen([sys.executable, "-c", code], cwd=ROOT)
+    tmp = out.parent / "tmp"  # a killed job leaves its temporary index behind: keep it in tmp_path
+    tmp.mkdir(exist_ok=True)
+    return subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env={**os.environ, "TMPDIR": str(tmp)})
 
 
 @pytest.mark.slow
