@@ -72,6 +72,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--num-partitions", type=int, help="split the job into N disjoint partitions (multi-node)")
     run.add_argument("--partition", type=int, help="which partition this job runs, 0..N-1")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument("--eval-reference", metavar="METRICS",
+                     help="also cache the real-data statistics for these eval metrics (e.g. fid,kid or "
+                          "coverage), so `ganforge eval` and training-time evaluation start at once")
+    run.add_argument("--inception-weights", help="with --eval-reference fid/kid/pr/is: the Inception weights file")
     run.add_argument("--no-decode", action="store_true", help="verify: check checksums and counts only")
 
 
@@ -121,4 +125,21 @@ def main(args: argparse.Namespace) -> int:
              f"see {out}/skipped.jsonl" if skipped else ""))
     if cfg.num_partitions > 1:
         print(f"when all {cfg.num_partitions} partitions are done: ganforge prep merge {out}")
+    elif args.eval_reference:
+        from training.metrics import EvalConfig, precompute_reference, preflight
+
+        metrics = [m.strip() for m in args.eval_reference.split(",") if m.strip()]
+        inception = any(m in ("fid", "kid", "pr", "is") for m in metrics)
+        ecfg = EvalConfig(metrics=metrics, feature_extractor="inception" if inception else "classifier",
+                          inception_weights=args.inception_weights, num_workers=0)
+        preflight(manifest, ecfg)
+        device = "cuda" if torch_cuda_available() else "cpu"
+        names = precompute_reference(manifest, ecfg, device=device, log=print)
+        print(f"cached reference statistics: {', '.join(names)}")
     return 0
+
+
+def torch_cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()

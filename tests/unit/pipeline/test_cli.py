@@ -57,3 +57,19 @@ def test_missing_prep_source_is_one_line(capsys, tmp_path):
     missing = tmp_path / "no-images"
     err = _one_line_error(capsys, ["prep", "--source", str(missing), "--out", str(tmp_path / "out")])
     assert str(missing) in err
+
+
+def test_prep_can_precompute_eval_reference(capsys, tmp_path):
+    out = tmp_path / "digits16"
+    assert main(["prep", "--source", "digits", "--out", str(out), "--resolution", "16", "--workers", "1",
+                 "--no-progress", "--eval-reference", "coverage"]) == 0
+    assert "cached reference statistics" in capsys.readouterr().out
+    assert any((out / "eval-cache").iterdir())  # classifier + features, keyed by the manifest sha256
+
+
+def test_prep_eval_reference_without_inception_weights_fails_before_work(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "no-torch-home"))
+    monkeypatch.delenv("GANFORGE_INCEPTION_WEIGHTS", raising=False)
+    err = _one_line_error(capsys, ["prep", "--source", "digits", "--out", str(tmp_path / "d"), "--resolution", "16",
+                                   "--workers", "1", "--no-progress", "--eval-reference", "fid"])
+    assert "weights-inception-2015-12-05-6726825d.pth" in err
