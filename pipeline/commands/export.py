@@ -15,19 +15,12 @@ ONNX graphs have a fixed batch (--batch); feed larger batches in chunks.
 from __future__ import annotations
 
 import argparse
-import os
 
-from training.tracking import default_tracking_uri
+from .common import add_model_argument, add_tracking_arguments, tracking_uri_from_args
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--model",
-        "-m",
-        required=True,
-        help="models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN_ID/generator, a run id, "
-        "or an export folder",
-    )
+    add_model_argument(parser)
     parser.add_argument(
         "--format",
         "-f",
@@ -57,27 +50,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="max per-pixel difference from PyTorch, in uint8 levels (default: %(default)s)",
     )
     parser.add_argument("--no-verify", action="store_true", help="skip the comparison with PyTorch")
-    parser.add_argument(
-        "--tracking-uri",
-        default=None,
-        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///<work-dir>/mlflow.db)",
-    )
-    parser.add_argument(
-        "--work-dir",
-        default="work",
-        help="work dir of the local MLflow store (default: %(default)s)",
-    )
+    add_tracking_arguments(parser)
 
 
 def main(args: argparse.Namespace) -> int:
-    os.environ.setdefault(
-        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false"
-    )  # no progress bars in CLI output
+    tracking_uri = tracking_uri_from_args(args)
     from deploy.export import export_generator, verify_export
     from deploy.generator import load_generator
 
     generator = load_generator(
-        args.model, tracking_uri=args.tracking_uri or default_tracking_uri(args.work_dir)
+        args.model, tracking_uri=tracking_uri
     )
     out = args.out or ("generator.onnx" if args.format == "onnx" else "generator.pt")
     path = export_generator(generator, out, args.format, psi=args.psi, batch=args.batch)

@@ -13,20 +13,13 @@ np.random.RandomState(s).randn(z_dim), as in NVlabs' gen_images.py):
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
-from training.tracking import default_tracking_uri
+from .common import add_model_argument, add_tracking_arguments, tracking_uri_from_args
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--model",
-        "-m",
-        required=True,
-        help="models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN_ID/generator, a run id, "
-        "or an export folder",
-    )
+    add_model_argument(parser)
     parser.add_argument(
         "--seeds", default="0-15", help="seeds, e.g. 0-63 or 1,5,9 (default: %(default)s)"
     )
@@ -67,17 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--fps", type=int, default=24, help="animation frame rate")
     parser.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
-    parser.add_argument(
-        "--tracking-uri",
-        default=None,
-        help="MLflow tracking URI for models:/ and runs:/ (default: $MLFLOW_TRACKING_URI, "
-        "else sqlite:///<work-dir>/mlflow.db)",
-    )
-    parser.add_argument(
-        "--work-dir",
-        default="work",
-        help="work dir of the local MLflow store (default: %(default)s)",
-    )
+    add_tracking_arguments(parser)
 
 
 def parse_labels(text: str | None) -> list[int | str] | None:
@@ -87,13 +70,10 @@ def parse_labels(text: str | None) -> list[int | str] | None:
 
 
 def main(args: argparse.Namespace) -> int:
-    os.environ.setdefault(
-        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false"
-    )  # no progress bars in CLI output
+    tracking_uri = tracking_uri_from_args(args)
     from deploy.generator import load_generator, save_animation, save_grid, save_images
     from deploy.sampling import parse_seeds
 
-    tracking_uri = args.tracking_uri or default_tracking_uri(args.work_dir)
     seeds = parse_seeds(args.seeds)
     labels = parse_labels(args.labels)
     generator = load_generator(args.model, device=args.device, tracking_uri=tracking_uri)

@@ -17,10 +17,9 @@ models:/NAME@ALIAS` or mlflow.pyfunc.load_model("models:/NAME@ALIAS").
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
-from training.tracking import default_tracking_uri
+from .common import add_tracking_arguments, tracking_uri_from_args
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -50,16 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="move --alias only if the new version's METRIC (from the export's meta.metrics) "
         "beats the current holder's; lower is better for fid/kid/distance names",
     )
-    parser.add_argument(
-        "--tracking-uri",
-        default=None,
-        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///<work-dir>/mlflow.db)",
-    )
-    parser.add_argument(
-        "--work-dir",
-        default="work",
-        help="work dir of the local MLflow store (default: %(default)s)",
-    )
+    add_tracking_arguments(parser)
     parser.add_argument(
         "--run-id", default=None, help="log the model into this existing MLflow run"
     )
@@ -105,12 +95,9 @@ def parse_tags(items: list[str]) -> dict[str, str]:
 
 
 def main(args: argparse.Namespace) -> int:
-    os.environ.setdefault(
-        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false"
-    )  # no progress bars in CLI output
+    tracking_uri = tracking_uri_from_args(args)
     from deploy.registry import register_export
 
-    tracking_uri = args.tracking_uri or default_tracking_uri(args.work_dir)
     if tracking_uri.startswith("sqlite:///"):
         Path(tracking_uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
     if args.export and args.export_option and args.export != args.export_option:

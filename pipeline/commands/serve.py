@@ -17,19 +17,12 @@ The MLflow alternative: `mlflow models serve -m models:/NAME@ALIAS --env-manager
 from __future__ import annotations
 
 import argparse
-import os
 
-from training.tracking import default_tracking_uri
+from .common import add_model_argument, add_tracking_arguments, tracking_uri_from_args
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--model",
-        "-m",
-        required=True,
-        help="models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN_ID/generator, a run id, "
-        "or an export folder",
-    )
+    add_model_argument(parser)
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default: %(default)s)")
     parser.add_argument(
         "--port", type=int, default=8080, help="port (default: %(default)s; 0: any free port)"
@@ -47,22 +40,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="images per forward pass when batching concurrent requests (default: %(default)s)",
     )
     parser.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
-    parser.add_argument(
-        "--tracking-uri",
-        default=None,
-        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///<work-dir>/mlflow.db)",
-    )
-    parser.add_argument(
-        "--work-dir",
-        default="work",
-        help="work dir of the local MLflow store (default: %(default)s)",
-    )
+    add_tracking_arguments(parser)
 
 
 def main(args: argparse.Namespace) -> int:
-    os.environ.setdefault(
-        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false"
-    )  # no progress bars in CLI output
+    tracking_uri = tracking_uri_from_args(args)
     from deploy.generator import load_generator
     from deploy.serve import GeneratorServer
 
@@ -71,7 +53,7 @@ def main(args: argparse.Namespace) -> int:
     generator = load_generator(
         args.model,
         device=args.device,
-        tracking_uri=args.tracking_uri or default_tracking_uri(args.work_dir),
+        tracking_uri=tracking_uri,
     )
     server = GeneratorServer(
         generator,
