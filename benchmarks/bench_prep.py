@@ -43,11 +43,15 @@ def synth_photo(args: tuple[int, Path]) -> None:
     rng = np.random.default_rng(seed)
     width, height = (int(v) for v in rng.integers(450, 1201, 2))
     # all heavy lifting in Pillow's C code: synthesis must not dominate the benchmark's runtime
-    field = Image.fromarray(rng.integers(0, 256, (6, 6, 3), dtype=np.uint8)).resize((width, height), Image.BICUBIC)
+    field = Image.fromarray(rng.integers(0, 256, (6, 6, 3), dtype=np.uint8)).resize(
+        (width, height), Image.BICUBIC
+    )
     gradient = Image.linear_gradient("L").rotate(float(rng.uniform(0, 360))).resize((width, height))
     grain = Image.effect_noise((width, height), float(rng.uniform(4, 12)))
     shade = ImageChops.add(gradient, grain, scale=2.0)
-    photo = Image.blend(field, Image.merge("RGB", (shade, shade, shade)), float(rng.uniform(0.2, 0.4)))
+    photo = Image.blend(
+        field, Image.merge("RGB", (shade, shade, shade)), float(rng.uniform(0.2, 0.4))
+    )
     photo.save(path, "JPEG", quality=90)
 
 
@@ -68,11 +72,15 @@ def baseline(folder: Path, out: Path, resolution: int) -> tuple[float, float]:
             img = img.convert("RGB")
             side = min(img.size)
             left, top = (img.width - side) // 2, (img.height - side) // 2
-            img = img.crop((left, top, left + side, top + side)).resize((resolution, resolution), Image.LANCZOS)
+            img = img.crop((left, top, left + side, top + side)).resize(
+                (resolution, resolution), Image.LANCZOS
+            )
             buf = io.BytesIO()
             img.save(buf, "PNG")
         (out / f"{path.stem}.png").write_bytes(buf.getvalue())
-    return len(files) / (time.perf_counter() - start), len(files) / (time.process_time() - cpu_start)
+    return len(files) / (time.perf_counter() - start), len(files) / (
+        time.process_time() - cpu_start
+    )
 
 
 PREP_CHILD = """
@@ -97,8 +105,12 @@ if __name__ == "__main__":
 
 def run_prep(source: Path, out: Path, resolution: int, workers: int) -> dict:
     """``shard_dataset`` in a fresh process; returns its timing and the tree's peak RSS (MB)."""
-    proc = subprocess.Popen([sys.executable, "-c", PREP_CHILD, str(source), str(out), str(resolution), str(workers)],
-                            stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", PREP_CHILD, str(source), str(out), str(resolution), str(workers)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
     peak = {"tree": 0, "main": 0}
     parent = psutil.Process(proc.pid)
 
@@ -120,15 +132,20 @@ def run_prep(source: Path, out: Path, resolution: int, workers: int) -> dict:
     if proc.returncode:
         raise SystemExit(f"prep failed with exit code {proc.returncode}")
     result = json.loads(stdout.strip().splitlines()[-1])
-    result.update(rate=result["samples"] / result["seconds"], cpu_rate=result["samples"] / result["cpu_seconds"],
-                  peak_tree_mb=peak["tree"] / 2**20,
-                  peak_main_mb=peak["main"] / 2**20)
+    result.update(
+        rate=result["samples"] / result["seconds"],
+        cpu_rate=result["samples"] / result["cpu_seconds"],
+        peak_tree_mb=peak["tree"] / 2**20,
+        peak_main_mb=peak["main"] / 2**20,
+    )
     return result
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--images", type=int, default=2000, help="photos to synthesize (default 2000)")
+    parser.add_argument(
+        "--images", type=int, default=2000, help="photos to synthesize (default 2000)"
+    )
     parser.add_argument("--resolution", type=int, default=256)
     parser.add_argument("--workers", type=int, default=0, help="all-cores run (0: all cores)")
     args = parser.parse_args()
@@ -143,8 +160,11 @@ def main() -> None:
         n_small = max(1, args.images // 10)
         for path in sorted(photos.iterdir())[:n_small]:
             (small / path.name).symlink_to(path)
-        print(f"synthesized {args.images} JPEGs in {time.perf_counter() - t0:.0f}s "
-              f"({sum(p.stat().st_size for p in photos.iterdir()) / 2**20:.0f} MB)", file=sys.stderr)
+        print(
+            f"synthesized {args.images} JPEGs in {time.perf_counter() - t0:.0f}s "
+            f"({sum(p.stat().st_size for p in photos.iterdir()) / 2**20:.0f} MB)",
+            file=sys.stderr,
+        )
         base, base_cpu = baseline(photos, tmp / "baseline", args.resolution)
         one = run_prep(photos, tmp / "one", args.resolution, 1)
         full = run_prep(photos, tmp / "full", args.resolution, cores)
@@ -152,22 +172,34 @@ def main() -> None:
     ratio = full["rate"] / (cores * base)
     efficiency = full["cpu_rate"] / base_cpu
     growth = full["peak_tree_mb"] - tiny["peak_tree_mb"]
-    print(f"\n{args.images} JPEGs (450-1200 px) -> {args.resolution}x{args.resolution} PNG shards, "
-          f"{cores} cores, load average before/after: {load0} / {os.getloadavg()[0]:.1f}\n")
+    print(
+        f"\n{args.images} JPEGs (450-1200 px) -> {args.resolution}x{args.resolution} PNG shards, "
+        f"{cores} cores, load average before/after: {load0} / {os.getloadavg()[0]:.1f}\n"
+    )
     print("| run | images/s | x baseline | images per CPU-second | peak RSS, process tree (main) |")
     print("|---|---:|---:|---:|---:|")
     print(f"| baseline loop, 1 process | {base:.1f} | 1.00 | {base_cpu:.1f} | - |")
-    for label, r in ((f"ganforge prep, 1 worker, {args.images} images", one),
-                     (f"ganforge prep, {cores} workers, {n_small} images", tiny),
-                     (f"ganforge prep, {cores} workers, {args.images} images", full)):
-        print(f"| {label} | {r['rate']:.1f} | {r['rate'] / base:.2f} | {r['cpu_rate']:.1f} | "
-              f"{r['peak_tree_mb']:.0f} MB ({r['peak_main_mb']:.0f}) |")
-    print(f"\nall cores / (cores x baseline) = {ratio:.2f} wall clock (goal >= 0.85: "
-          f"{'met' if ratio >= 0.85 else 'NOT met'})")
-    print(f"CPU efficiency of the all-cores run = {efficiency:.2f} x the baseline's images per CPU-second "
-          f"(the wall-clock ratio it reaches when {cores} cores are free)")
-    print(f"peak RSS growth {n_small} -> {args.images} images = {growth:+.0f} MB "
-          f"(goal < 50 MB: {'met' if growth < 50 else 'NOT met'})")
+    for label, r in (
+        (f"ganforge prep, 1 worker, {args.images} images", one),
+        (f"ganforge prep, {cores} workers, {n_small} images", tiny),
+        (f"ganforge prep, {cores} workers, {args.images} images", full),
+    ):
+        print(
+            f"| {label} | {r['rate']:.1f} | {r['rate'] / base:.2f} | {r['cpu_rate']:.1f} | "
+            f"{r['peak_tree_mb']:.0f} MB ({r['peak_main_mb']:.0f}) |"
+        )
+    print(
+        f"\nall cores / (cores x baseline) = {ratio:.2f} wall clock (goal >= 0.85: "
+        f"{'met' if ratio >= 0.85 else 'NOT met'})"
+    )
+    print(
+        f"CPU efficiency of the all-cores run = {efficiency:.2f} x the baseline's images per CPU-second "
+        f"(the wall-clock ratio it reaches when {cores} cores are free)"
+    )
+    print(
+        f"peak RSS growth {n_small} -> {args.images} images = {growth:+.0f} MB "
+        f"(goal < 50 MB: {'met' if growth < 50 else 'NOT met'})"
+    )
 
 
 if __name__ == "__main__":

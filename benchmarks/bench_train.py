@@ -37,9 +37,19 @@ from training.trainer import Trainer  # noqa: E402
 CONFIGS = {
     "cifar32": ("cifar", 32, ["model.conditional=false", "train.batch=64"]),
     "auto256": ("auto256", 256, ["train.batch=16"]),
-    "progan32": ("progan-digits", 32, ["train.batch=64", "growth.batch_per_resolution={}",
-                                       "model.channel_base=16384", "model.channel_max=512", "model.z_dim=512",
-                                       "growth.stable_kimg=0.001", "growth.fade_kimg=0.001"]),
+    "progan32": (
+        "progan-digits",
+        32,
+        [
+            "train.batch=64",
+            "growth.batch_per_resolution={}",
+            "model.channel_base=16384",
+            "model.channel_max=512",
+            "model.z_dim=512",
+            "growth.stable_kimg=0.001",
+            "growth.fade_kimg=0.001",
+        ],
+    ),
 }
 
 
@@ -49,25 +59,48 @@ def fake_manifest(folder: Path, resolution: int) -> str:
     with wds.TarWriter(str(folder / name)) as sink:
         for i in range(8):
             buf = io.BytesIO()
-            Image.fromarray(np.random.randint(0, 255, (resolution, resolution, 3), np.uint8)).save(buf, "PNG")
+            Image.fromarray(np.random.randint(0, 255, (resolution, resolution, 3), np.uint8)).save(
+                buf, "PNG"
+            )
             sink.write({"__key__": f"{i:06d}", "png": buf.getvalue()})
-    manifest = Manifest(name="bench", resolution=resolution, channels=3, image_format="png", num_samples=8,
-                        classes={}, shards=[ShardInfo(name, "train", 8, (folder / name).stat().st_size, "-")])
+    manifest = Manifest(
+        name="bench",
+        resolution=resolution,
+        channels=3,
+        image_format="png",
+        num_samples=8,
+        classes={},
+        shards=[ShardInfo(name, "train", 8, (folder / name).stat().st_size, "-")],
+    )
     save_manifest(manifest, str(folder))
     return str(folder)
 
 
 def bench(name: str, args: argparse.Namespace, work: Path) -> dict:
     preset, resolution, overrides = CONFIGS[name]
-    manifest = fake_manifest(work / name, resolution) if not (work / name).exists() else str(work / name)
-    cfg = load_config(preset, [*overrides, f"work_dir={work}", f"data.manifest={manifest}", "tracking.enabled=false",
-                               "augment.mode=ada" if "progan" not in name else "augment.mode=none",
-                               f"train.mixed_precision={args.precision}", f"train.compile={args.compile}",
-                               "train.resume=null", f"name=bench-{name}"])
+    manifest = (
+        fake_manifest(work / name, resolution) if not (work / name).exists() else str(work / name)
+    )
+    cfg = load_config(
+        preset,
+        [
+            *overrides,
+            f"work_dir={work}",
+            f"data.manifest={manifest}",
+            "tracking.enabled=false",
+            "augment.mode=ada" if "progan" not in name else "augment.mode=none",
+            f"train.mixed_precision={args.precision}",
+            f"train.compile={args.compile}",
+            "train.resume=null",
+            f"name=bench-{name}",
+        ],
+    )
     trainer = Trainer(cfg)
     batch, micro, accum = trainer.batch_geometry(trainer.phase())
     device = trainer.device
-    real = torch.randint(0, 255, (micro, 3, resolution, resolution), dtype=torch.uint8, device=device)
+    real = torch.randint(
+        0, 255, (micro, 3, resolution, resolution), dtype=torch.uint8, device=device
+    )
     labels = torch.zeros(micro, dtype=torch.int64, device=device)
     trainer._next_real = lambda m, a: (real, labels)  # device-resident batch: time the step itself
     if trainer.ada is not None:
@@ -92,18 +125,32 @@ def bench(name: str, args: argparse.Namespace, work: Path) -> dict:
     images = batch * args.steps
     peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")
     trainer.dist.shutdown()
-    return {"config": name, "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
-            "precision": args.precision, "compile": args.compile, "batch": batch,
-            "s_per_kimg": seconds / images * 1000, "images_per_s": images / seconds, "peak_gb": peak}
+    return {
+        "config": name,
+        "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+        "precision": args.precision,
+        "compile": args.compile,
+        "batch": batch,
+        "s_per_kimg": seconds / images * 1000,
+        "images_per_s": images / seconds,
+        "peak_gb": peak,
+    }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--configs", default="cifar32,auto256,progan32")
     parser.add_argument("--steps", type=int, default=40, help="timed optimizer steps per config")
-    parser.add_argument("--warmup", type=int, default=10, help="untimed steps first (compile, lazy reg, cudnn)")
-    parser.add_argument("--precision", default="bf16" if torch.cuda.is_available() else "no",
-                        choices=["no", "bf16", "fp16"])
+    parser.add_argument(
+        "--warmup", type=int, default=10, help="untimed steps first (compile, lazy reg, cudnn)"
+    )
+    parser.add_argument(
+        "--precision",
+        default="bf16" if torch.cuda.is_available() else "no",
+        choices=["no", "bf16", "fp16"],
+    )
     parser.add_argument("--compile", action="store_true", help="torch.compile G and D")
     args = parser.parse_args()
     if torch.cuda.is_available():
@@ -119,8 +166,10 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         peak = "-" if r["peak_gb"] != r["peak_gb"] else f"{r['peak_gb']:.1f} GB"
-        print(f"| {r['config']} | {r['device']} | {r['precision']} | {r['compile']} | {r['batch']} | "
-              f"{r['s_per_kimg']:.2f} | {r['images_per_s']:.0f} | {peak} |")
+        print(
+            f"| {r['config']} | {r['device']} | {r['precision']} | {r['compile']} | {r['batch']} | "
+            f"{r['s_per_kimg']:.2f} | {r['images_per_s']:.0f} | {peak} |"
+        )
 
 
 if __name__ == "__main__":

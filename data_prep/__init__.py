@@ -12,7 +12,16 @@ from .sources import SourceError
 from .verify import verify_dataset
 
 __all__ = [
-    "Manifest", "ManifestError", "PrepConfig", "PrepError", "ShardInfo", "SourceError",
-    "load_manifest", "manifest_url", "merge_partitions", "save_manifest", "shard_dataset",
+    "Manifest",
+    "ManifestError",
+    "PrepConfig",
+    "PrepError",
+    "ShardInfo",
+    "SourceError",
+    "load_manifest",
+    "manifest_url",
+    "merge_partitions",
+    "save_manifest",
+    "shard_dataset",
     "verify_dataset",
 ]

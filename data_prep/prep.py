@@ -73,37 +73,64 @@ def shard_dataset(cfg: PrepConfig, out: str | None = None, progress: bool = True
         raise PrepError("out: no output folder given; pass --out DIR (a folder or fsspec URL)")
     fs, root = fsspec.core.url_to_fs(out)
     root = root.rstrip("/")
-    if "file" in _protocols(fs) and cfg.source != "digits" and Path(cfg.source).is_dir() and \
-            Path(root).resolve().is_relative_to(Path(cfg.source).resolve()):
-        raise PrepError(f"out: {out} is inside the source folder {cfg.source}; the shards would be "
-                        f"read back as inputs - choose an output folder outside it")
+    if (
+        "file" in _protocols(fs)
+        and cfg.source != "digits"
+        and Path(cfg.source).is_dir()
+        and Path(root).resolve().is_relative_to(Path(cfg.source).resolve())
+    ):
+        raise PrepError(
+            f"out: {out} is inside the source folder {cfg.source}; the shards would be "
+            f"read back as inputs - choose an output folder outside it"
+        )
     with tempfile.TemporaryDirectory(prefix="ganforge-prep-") as tmp:  # TMPDIR chooses the disk
         start = time.perf_counter()
         spec, index, enum_skips = build_index(cfg, tmp)
         if len(index) == 0:
-            raise PrepError(f"source: no inputs found in {cfg.source}"
-                            + (f" ({len(enum_skips)} refused, e.g. {enum_skips[0].source}: "
-                               f"{enum_skips[0].reason})" if enum_skips else ""))
+            raise PrepError(
+                f"source: no inputs found in {cfg.source}"
+                + (
+                    f" ({len(enum_skips)} refused, e.g. {enum_skips[0].source}: "
+                    f"{enum_skips[0].reason})"
+                    if enum_skips
+                    else ""
+                )
+            )
         plan = make_plan(cfg, spec, index, Path(tmp))
         plan["enum_skipped"] = [s.to_dict() for s in enum_skips]
         fs.makedirs(f"{root}/_done", exist_ok=True)
         _write_plan(fs, root, plan, out)
-        tasks = [ShardTask(name=s["name"], split=s["split"], start=s["start"], stop=s["stop"], spec=spec,
-                           perm_path=str(Path(tmp) / "perm.i64"), cfg=cfg, out=out,
-                           fingerprint=plan["fingerprint"])
-                 for j, s in enumerate(plan["shards"]) if j % cfg.num_partitions == cfg.partition]
+        tasks = [
+            ShardTask(
+                name=s["name"],
+                split=s["split"],
+                start=s["start"],
+                stop=s["stop"],
+                spec=spec,
+                perm_path=str(Path(tmp) / "perm.i64"),
+                cfg=cfg,
+                out=out,
+                fingerprint=plan["fingerprint"],
+            )
+            for j, s in enumerate(plan["shards"])
+            if j % cfg.num_partitions == cfg.partition
+        ]
         local = "memory" not in _protocols(fs)  # memory:// is per process: write in-process
         workers = (cfg.workers or _cpu_count()) if local else 1
         if progress:
-            print(f"prep: {len(index)} inputs in {cfg.source} indexed in {time.perf_counter() - start:.1f}s; "
-                  f"{len(plan['shards'])} shards planned, {len(tasks)} in this job, {workers} worker(s)",
-                  file=sys.stderr)
+            print(
+                f"prep: {len(index)} inputs in {cfg.source} indexed in {time.perf_counter() - start:.1f}s; "
+                f"{len(plan['shards'])} shards planned, {len(tasks)} in this job, {workers} worker(s)",
+                file=sys.stderr,
+            )
         records = run_tasks(tasks, workers, progress)
     if cfg.num_partitions == 1:
         return merge_partitions(out)
     marker = f"{root}/{PARTITIONS_DIR}/part-{cfg.partition:05d}-of-{cfg.num_partitions:05d}.json"
     fs.makedirs(f"{root}/{PARTITIONS_DIR}", exist_ok=True)
-    write_json_atomic(fs, marker, {"fingerprint": plan["fingerprint"], "shards": [t.name for t in tasks]})
+    write_json_atomic(
+        fs, marker, {"fingerprint": plan["fingerprint"], "shards": [t.name for t in tasks]}
+    )
     manifest = _manifest(plan, records, source=cfg.source)
     manifest.location = out.rstrip("/")
     return manifest
@@ -142,14 +169,37 @@ def make_plan(cfg: PrepConfig, spec: SourceSpec, index: Index, tmp: Path) -> dic
             continue
         k = max(math.ceil(count / per_shard), min(cfg.min_shards, count))
         bounds = [lo + (count * s) // k for s in range(k + 1)]
-        shards += [{"name": f"{split}-{s:06d}.tar", "split": split, "start": bounds[s], "stop": bounds[s + 1]}
-                   for s in range(k)]
-    fingerprint = hashlib.sha256(json.dumps(
-        {"format": PREP_FORMAT, "index": index.sha256, "options": content_options(cfg),
-         "per_shard": per_shard, "numpy_perm": perm[:64].tolist()}, sort_keys=True).encode()).hexdigest()
-    return {"fingerprint": fingerprint, "name": spec.name, "source": cfg.source, "num_inputs": n,
-            "classes": index.classes, "options": content_options(cfg), "samples_per_shard": per_shard,
-            "shards": shards}
+        shards += [
+            {
+                "name": f"{split}-{s:06d}.tar",
+                "split": split,
+                "start": bounds[s],
+                "stop": bounds[s + 1],
+            }
+            for s in range(k)
+        ]
+    fingerprint = hashlib.sha256(
+        json.dumps(
+            {
+                "format": PREP_FORMAT,
+                "index": index.sha256,
+                "options": content_options(cfg),
+                "per_shard": per_shard,
+                "numpy_perm": perm[:64].tolist(),
+            },
+            sort_keys=True,
+        ).encode()
+    ).hexdigest()
+    return {
+        "fingerprint": fingerprint,
+        "name": spec.name,
+        "source": cfg.source,
+        "num_inputs": n,
+        "classes": index.classes,
+        "options": content_options(cfg),
+        "samples_per_shard": per_shard,
+        "shards": shards,
+    }
 
 
 def samples_per_shard(cfg: PrepConfig, spec: SourceSpec, perm: np.ndarray) -> int:
@@ -160,13 +210,15 @@ def samples_per_shard(cfg: PrepConfig, spec: SourceSpec, perm: np.ndarray) -> in
     still overshoot when the rest compresses much worse than the probe.
     """
     tar_overhead = 3 * (512 + 256)  # three member headers + average padding per sample
-    worst = cfg.resolution ** 2 * cfg.channels * 1.05 + 1024 + tar_overhead
+    worst = cfg.resolution**2 * cfg.channels * 1.05 + 1024 + tar_overhead
     if not cfg.shard_bytes or worst * cfg.shard_samples <= cfg.shard_bytes:
         return cfg.shard_samples
     reader, sizes = SourceReader(spec), []
     for i in perm[:256]:
         try:
-            sizes.append(len(prepare_image(reader.read(int(i)), cfg, exempt_min_size=spec.skip_min_size)[0]))
+            sizes.append(
+                len(prepare_image(reader.read(int(i)), cfg, exempt_min_size=spec.skip_min_size)[0])
+            )
         except (SkipInput, OSError, KeyError):
             continue
         if len(sizes) == 16:
@@ -183,7 +235,8 @@ def _write_plan(fs, root: str, plan: dict, out: str) -> None:
     if old is not None and old.get("fingerprint") != plan["fingerprint"]:
         raise PrepError(
             f"out: {out} already holds shards of a different input or different options "
-            f"(source {old.get('source')!r}); use a new --out folder or delete {out} first")
+            f"(source {old.get('source')!r}); use a new --out folder or delete {out} first"
+        )
     if old is None or old.get("source") != plan["source"]:
         write_json_atomic(fs, path, plan)
 
@@ -210,16 +263,23 @@ def _pool_write_shard(task: ShardTask) -> dict:
 def run_tasks(tasks: list[ShardTask], workers: int, progress: bool) -> list[dict]:
     """Run shard tasks (in-process for one worker), with an images/s + ETA progress bar."""
     total = sum(t.stop - t.start for t in tasks)
-    with tqdm(total=total, unit="img", desc="prep", disable=not progress, smoothing=0.05,
-              dynamic_ncols=True) as bar:
+    with tqdm(
+        total=total,
+        unit="img",
+        desc="prep",
+        disable=not progress,
+        smoothing=0.05,
+        dynamic_ncols=True,
+    ) as bar:
         if workers <= 1 or len(tasks) <= 1:
             return [write_shard(t, on_image=bar.update) for t in tasks]
         ctx = mp.get_context("spawn")  # safe with threads and on every OS
         counter = ctx.Value("q", 0)
         # ProcessPoolExecutor, not Pool: a worker killed by the OOM killer raises
         # BrokenProcessPool here instead of hanging the job forever.
-        with ProcessPoolExecutor(min(workers, len(tasks)), mp_context=ctx, initializer=_init_worker,
-                                 initargs=(counter,)) as pool:
+        with ProcessPoolExecutor(
+            min(workers, len(tasks)), mp_context=ctx, initializer=_init_worker, initargs=(counter,)
+        ) as pool:
             futures = [pool.submit(_pool_write_shard, t) for t in tasks]
             try:
                 while True:
@@ -245,9 +305,13 @@ def merge_partitions(out: str) -> Manifest:
     root = root.rstrip("/")
     plan = read_json(fs, f"{root}/{PLAN_NAME}")
     if plan is None:
-        raise FileNotFoundError(f"{out}/{PLAN_NAME} not found: no `ganforge prep` job has started "
-                                f"in {out}; run prep (every --partition) with --out {out} first")
-    missing = [j for j, shard in enumerate(plan["shards"]) if not fs.exists(done_path(root, shard["name"]))]
+        raise FileNotFoundError(
+            f"{out}/{PLAN_NAME} not found: no `ganforge prep` job has started "
+            f"in {out}; run prep (every --partition) with --out {out} first"
+        )
+    missing = [
+        j for j, shard in enumerate(plan["shards"]) if not fs.exists(done_path(root, shard["name"]))
+    ]
     if missing:  # cheap check first: which partitions have not finished
         raise PrepError(_missing_message(fs, root, out, plan, missing))
     # Stream the skip lists into skipped.jsonl: memory stays flat however many inputs failed.
@@ -271,8 +335,10 @@ def merge_partitions(out: str) -> Manifest:
     manifest = _manifest(plan, records, source=plan["source"])
     if manifest.num_samples == 0:
         reasons = ", ".join(f"{k}: {v}" for k, v in sorted(manifest.skipped.items()))
-        raise PrepError(f"source: no usable images in {plan['source']} ({plan['num_inputs']} inputs, "
-                        f"all skipped - {reasons}); see {out}/{SKIPPED_NAME}")
+        raise PrepError(
+            f"source: no usable images in {plan['source']} ({plan['num_inputs']} inputs, "
+            f"all skipped - {reasons}); see {out}/{SKIPPED_NAME}"
+        )
     save_manifest(manifest, out)
     return load_manifest(out)  # exactly what readers see, with its location set
 
@@ -289,21 +355,39 @@ def _missing_message(fs, root: str, out: str, plan: dict, missing: list[int]) ->
     if len(counts) == 1:
         n = counts.pop()
         parts = sorted({j % n for j in missing})
-        return (f"{head}: partition(s) {', '.join(map(str, parts))} of {n} have not finished; re-run "
-                f"`ganforge prep ... --num-partitions {n} --partition K` for each, then merge again")
+        return (
+            f"{head}: partition(s) {', '.join(map(str, parts))} of {n} have not finished; re-run "
+            f"`ganforge prep ... --num-partitions {n} --partition K` for each, then merge again"
+        )
     return f"{head}; re-run the same `ganforge prep` command (it resumes), then merge again"
 
 
 def _manifest(plan: dict, records: list[dict], source: str) -> Manifest:
     opts = plan["options"]
-    shards = [ShardInfo(name=r["name"], split=r["split"], num_samples=r["num_samples"], bytes=r["bytes"],
-                        sha256=r["sha256"]) for r in records if r["num_samples"] > 0]
+    shards = [
+        ShardInfo(
+            name=r["name"],
+            split=r["split"],
+            num_samples=r["num_samples"],
+            bytes=r["bytes"],
+            sha256=r["sha256"],
+        )
+        for r in records
+        if r["num_samples"] > 0
+    ]
     skipped = Counter(s["reason"] for s in plan.get("enum_skipped", []))
     for r in records:
         skipped.update(r["skip_counts"])
     return Manifest(
-        name=plan["name"], resolution=opts["resolution"], channels=opts["channels"],
-        image_format=opts["image_format"], num_samples=sum(s.num_samples for s in shards),
-        classes=dict(plan["classes"]), shards=shards, options=dict(opts), skipped=dict(sorted(skipped.items())),
-        source=source, created=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        name=plan["name"],
+        resolution=opts["resolution"],
+        channels=opts["channels"],
+        image_format=opts["image_format"],
+        num_samples=sum(s.num_samples for s in shards),
+        classes=dict(plan["classes"]),
+        shards=shards,
+        options=dict(opts),
+        skipped=dict(sorted(skipped.items())),
+        source=source,
+        created=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     )

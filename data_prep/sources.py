@@ -92,7 +92,9 @@ class IndexWriter:
         raw = NO_LABEL if not label else self._label_ids.setdefault(label, len(self._label_ids))
         self._labels.write(struct.pack("<i", raw))
         self._locs.write(struct.pack("<qq", *loc))
-        self._hash.update(b"%s\0%s\0%d:%d\n" % (data, (label or "").encode("utf-8", "surrogateescape"), *loc))
+        self._hash.update(
+            b"%s\0%s\0%d:%d\n" % (data, (label or "").encode("utf-8", "surrogateescape"), *loc)
+        )
         self.count += 1
 
     def skip(self, source: str, reason: str, detail: str = "") -> None:
@@ -113,12 +115,16 @@ class IndexWriter:
             classes = {name: i for i, name in enumerate(sort_class_names(names))}
         missing = MISSING_LABEL if labelled else NO_LABEL
         # lut[raw] for raw >= 0; the extra last slot serves raw == -1 (no label on this record)
-        lut = np.array([classes.get(n, missing) if labelled else NO_LABEL for n in names] + [missing],
-                       dtype=np.int32)
+        lut = np.array(
+            [classes.get(n, missing) if labelled else NO_LABEL for n in names] + [missing],
+            dtype=np.int32,
+        )
         if self.count:
-            labels = np.memmap(self.folder / "labels.bin", dtype=np.int32, mode="r+", shape=(self.count,))
+            labels = np.memmap(
+                self.folder / "labels.bin", dtype=np.int32, mode="r+", shape=(self.count,)
+            )
             for start in range(0, self.count, 1 << 20):  # chunked: constant memory
-                labels[start:start + (1 << 20)] = lut[labels[start:start + (1 << 20)]]
+                labels[start : start + (1 << 20)] = lut[labels[start : start + (1 << 20)]]
             labels.flush()
             del labels
         self._hash.update(json.dumps(classes, sort_keys=True).encode())
@@ -138,10 +144,17 @@ class Index:
         self.sha256: str = meta["sha256"]
         n = self.count
         if n:
-            self._refs = np.memmap(self.folder / "refs.bin", dtype=np.uint8, mode="r") \
-                if (self.folder / "refs.bin").stat().st_size else np.zeros(0, np.uint8)
-            self._offsets = np.memmap(self.folder / "offsets.bin", dtype=np.int64, mode="r", shape=(n + 1,))
-            self._labels = np.memmap(self.folder / "labels.bin", dtype=np.int32, mode="r", shape=(n,))
+            self._refs = (
+                np.memmap(self.folder / "refs.bin", dtype=np.uint8, mode="r")
+                if (self.folder / "refs.bin").stat().st_size
+                else np.zeros(0, np.uint8)
+            )
+            self._offsets = np.memmap(
+                self.folder / "offsets.bin", dtype=np.int64, mode="r", shape=(n + 1,)
+            )
+            self._labels = np.memmap(
+                self.folder / "labels.bin", dtype=np.int32, mode="r", shape=(n,)
+            )
             self._locs = np.memmap(self.folder / "locs.bin", dtype=np.int64, mode="r", shape=(n, 2))
         self._names = {v: k for k, v in self.classes.items()}
 
@@ -203,7 +216,9 @@ class SourceReader:
         kind, ref = self.spec.kind, self.index.ref(i)
         if kind == "array":
             if self._pixels is None:
-                self._pixels = np.memmap(self.spec.path, dtype=np.uint8, mode="r", shape=self.spec.array_shape)
+                self._pixels = np.memmap(
+                    self.spec.path, dtype=np.uint8, mode="r", shape=self.spec.array_shape
+                )
             return np.array(self._pixels[self.index.loc(i)[0]])
         if kind == "zip":
             if self._zip is None:
@@ -270,7 +285,8 @@ def build_index(cfg: PrepConfig, folder: str | Path) -> tuple[SourceSpec, Index,
             raise FileNotFoundError(
                 f"source: {source} does not exist; give a folder, a .zip/.tar/.tar.gz archive, "
                 f"cifar-10-python.tar.gz, an MNIST *-images-idx3-ubyte[.gz] file, a .csv/.jsonl "
-                f"list file, or 'digits'")
+                f"list file, or 'digits'"
+            )
         lower = path.name.lower()
         if path.is_dir():
             spec, meta_classes, labelled = _folder(writer, path, cfg), None, None
@@ -287,7 +303,8 @@ def build_index(cfg: PrepConfig, folder: str | Path) -> tuple[SourceSpec, Index,
         else:
             raise SourceError(
                 f"source: {source} is not a supported input (folder, .zip, .tar, .tar.gz, "
-                f"cifar-10-python.tar.gz, *-images-idx3-ubyte[.gz], .csv, .jsonl or 'digits')")
+                f"cifar-10-python.tar.gz, *-images-idx3-ubyte[.gz], .csv, .jsonl or 'digits')"
+            )
         spec.name = spec.name or name
     if labelled is None:
         labelled = _folder_labelled(writer, cfg, spec.kind, source)
@@ -302,13 +319,17 @@ def _folder_labelled(writer: IndexWriter, cfg: PrepConfig, kind: str, source: st
         return False
     if kind == "files" and source.lower().endswith(LIST_SUFFIXES):
         if cfg.labels == "folder":
-            raise SourceError(f"labels: 'folder' does not apply to the list file {source}; its label "
-                              f"column gives the labels (use labels auto or none)")
+            raise SourceError(
+                f"labels: 'folder' does not apply to the list file {source}; its label "
+                f"column gives the labels (use labels auto or none)"
+            )
         return bool(names)
     if cfg.labels == "folder":
         if not names:
-            raise SourceError(f"labels: 'folder' needs images inside first-level subfolders of "
-                              f"{source}, found none; use --labels none")
+            raise SourceError(
+                f"labels: 'folder' needs images inside first-level subfolders of "
+                f"{source}, found none; use --labels none"
+            )
         return True
     # auto: labelled when every image is in a subfolder and there are at least two of them
     return len(names) >= 2 and not writer.has_root_files
@@ -433,8 +454,10 @@ def _list_file(writer: IndexWriter, path: Path, cfg: PrepConfig) -> SourceSpec:
                     row = json.loads(line)
                     ref, label = row["path"], row.get("label")
                 except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
-                    raise SourceError(f"{path}:{lineno}: each line must be a JSON object with a "
-                                      f"'path' (and optional 'label'), got {line.strip()[:80]!r}") from None
+                    raise SourceError(
+                        f"{path}:{lineno}: each line must be a JSON object with a "
+                        f"'path' (and optional 'label'), got {line.strip()[:80]!r}"
+                    ) from None
                 writer.add(str(ref), None if label is None else str(label))
         else:
             reader = csv.reader(f)
@@ -459,14 +482,22 @@ def _list_file(writer: IndexWriter, path: Path, cfg: PrepConfig) -> SourceSpec:
 
 def _array_labels_policy(cfg: PrepConfig, source: str) -> bool:
     if cfg.labels == "folder":
-        raise SourceError(f"labels: 'folder' does not apply to {source}, which has its own labels "
-                          f"(use labels auto or none)")
+        raise SourceError(
+            f"labels: 'folder' does not apply to {source}, which has its own labels "
+            f"(use labels auto or none)"
+        )
     return cfg.labels != "none"
 
 
 def _array_spec(writer: IndexWriter, pixels: Path, shape: tuple[int, ...], name: str) -> SourceSpec:
-    return SourceSpec(kind="array", path=str(pixels), index_dir=str(writer.folder), name=name,
-                      array_shape=tuple(int(s) for s in shape), skip_min_size=True)
+    return SourceSpec(
+        kind="array",
+        path=str(pixels),
+        index_dir=str(writer.folder),
+        name=name,
+        array_shape=tuple(int(s) for s in shape),
+        skip_min_size=True,
+    )
 
 
 def _digits(writer: IndexWriter, folder: Path, cfg: PrepConfig):
@@ -481,16 +512,24 @@ def _digits(writer: IndexWriter, folder: Path, cfg: PrepConfig):
     for i, label in enumerate(labels):
         writer.add(f"digits[{i}]", label, (i, 0))
     classes = {str(i): i for i in range(10)}
-    return _array_spec(writer, pixels, images.shape, "digits"), classes, _array_labels_policy(cfg, "digits")
+    return (
+        _array_spec(writer, pixels, images.shape, "digits"),
+        classes,
+        _array_labels_policy(cfg, "digits"),
+    )
 
 
 class _NumpyOnlyUnpickler(pickle.Unpickler):
     """CIFAR-10 batches are pickles: rebuild numpy arrays and plain containers, nothing else."""
 
     ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-        ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("_codecs", "encode"),
     }
 
     def find_class(self, module: str, name: str):
@@ -516,24 +555,41 @@ def _cifar10(writer: IndexWriter, path: Path, folder: Path, cfg: PrepConfig):
             batches = sorted(n for n in names if re.search(r"(^|/)data_batch_\d+$", n))
             meta_name = next((n for n in names if n.endswith("batches.meta")), None)
             if not batches:
-                raise SourceError(f"source: {path} has no cifar-10-batches-py/data_batch_* members; "
-                                  f"is it the CIFAR-10 python version?")
+                raise SourceError(
+                    f"source: {path} has no cifar-10-batches-py/data_batch_* members; "
+                    f"is it the CIFAR-10 python version?"
+                )
             class_names = [str(i) for i in range(10)]
             if meta_name is not None:
                 meta = _load_cifar_pickle(tf.extractfile(names[meta_name]).read())
-                class_names = [n.decode() if isinstance(n, bytes) else str(n) for n in meta["label_names"]]
+                class_names = [
+                    n.decode() if isinstance(n, bytes) else str(n) for n in meta["label_names"]
+                ]
             for batch_name in batches:
                 batch = _load_cifar_pickle(tf.extractfile(names[batch_name]).read())
-                data = np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+                data = (
+                    np.asarray(batch["data"], dtype=np.uint8)
+                    .reshape(-1, 3, 32, 32)
+                    .transpose(0, 2, 3, 1)
+                )
                 out.write(np.ascontiguousarray(data).tobytes())
                 short = batch_name.rsplit("/", 1)[-1]
                 for row, label in enumerate(batch["labels"]):
                     writer.add(f"{short}[{row}]", class_names[int(label)], (count + row, 0))
                 count += len(data)
-    except (tarfile.TarError, OSError, EOFError, pickle.UnpicklingError, KeyError, ValueError) as exc:
+    except (
+        tarfile.TarError,
+        OSError,
+        EOFError,
+        pickle.UnpicklingError,
+        KeyError,
+        ValueError,
+    ) as exc:
         if isinstance(exc, SourceError):
             raise
-        raise SourceError(f"source: {path} is not a readable CIFAR-10 python tarball ({exc})") from None
+        raise SourceError(
+            f"source: {path} is not a readable CIFAR-10 python tarball ({exc})"
+        ) from None
     classes = {name: i for i, name in enumerate(class_names)}
     labelled = _array_labels_policy(cfg, str(path))
     return _array_spec(writer, pixels, (count, 32, 32, 3), "cifar10"), classes, labelled
@@ -544,7 +600,9 @@ def _open_idx(path: Path):
     head = f.read(4)
     if len(head) < 4 or head[:2] != b"\0\0" or head[2] != 0x08:
         f.close()
-        raise SourceError(f"source: {path} is not an MNIST IDX file of unsigned bytes (bad magic {head!r})")
+        raise SourceError(
+            f"source: {path} is not an MNIST IDX file of unsigned bytes (bad magic {head!r})"
+        )
     dims = struct.unpack(f">{head[3]}I", f.read(4 * head[3]))
     return f, dims
 
@@ -566,13 +624,19 @@ def _mnist(writer: IndexWriter, path: Path, folder: Path, cfg: PrepConfig):
                 out.write(chunk)
         labels = None
         stem = path.name.replace("images-idx3-ubyte", "labels-idx1-ubyte")
-        for cand in (stem, stem.removesuffix(".gz"), stem if stem.endswith(".gz") else stem + ".gz"):
+        for cand in (
+            stem,
+            stem.removesuffix(".gz"),
+            stem if stem.endswith(".gz") else stem + ".gz",
+        ):
             if cand != path.name and (path.parent / cand).is_file():
                 lf, ldims = _open_idx(path.parent / cand)
                 with lf:
                     labels = np.frombuffer(lf.read(ldims[0]), dtype=np.uint8)
                 if len(labels) != n:
-                    raise SourceError(f"source: {path.parent / cand} has {len(labels)} labels for {n} images")
+                    raise SourceError(
+                        f"source: {path.parent / cand} has {len(labels)} labels for {n} images"
+                    )
                 break
     except (OSError, EOFError, struct.error) as exc:
         raise SourceError(f"source: {path} is not a readable MNIST IDX file ({exc})") from None

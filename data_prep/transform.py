@@ -50,8 +50,9 @@ _SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N")
 Image.MAX_IMAGE_PIXELS = None
 
 
-def prepare_image(raw: bytes | np.ndarray, cfg: PrepConfig, *, exempt_min_size: bool = False
-                  ) -> tuple[bytes, tuple[int, int]]:
+def prepare_image(
+    raw: bytes | np.ndarray, cfg: PrepConfig, *, exempt_min_size: bool = False
+) -> tuple[bytes, tuple[int, int]]:
     """Raw input -> (encoded image bytes, original (width, height) as displayed)."""
     image = decode(raw, cfg.max_image_pixels)
     original_size = image.size
@@ -59,10 +60,14 @@ def prepare_image(raw: bytes | np.ndarray, cfg: PrepConfig, *, exempt_min_size: 
     width, height = image.size
     if cfg.transform == "none":
         if image.size != (cfg.resolution, cfg.resolution):
-            raise SkipInput(WRONG_SIZE, f"{width}x{height}, need {cfg.resolution}x{cfg.resolution} "
-                                        f"(transform none)")
+            raise SkipInput(
+                WRONG_SIZE,
+                f"{width}x{height}, need {cfg.resolution}x{cfg.resolution} (transform none)",
+            )
     elif not exempt_min_size and min(width, height) < cfg.effective_min_size:
-        raise SkipInput(TOO_SMALL, f"{width}x{height}, shorter side below min_size {cfg.effective_min_size}")
+        raise SkipInput(
+            TOO_SMALL, f"{width}x{height}, shorter side below min_size {cfg.effective_min_size}"
+        )
     image = crop_resize(image, cfg.resolution, cfg.transform, cfg.resize_filter)
     return encode(image, cfg.image_format, cfg.jpeg_quality), original_size
 
@@ -131,7 +136,9 @@ def _to_uint8(array: np.ndarray, mode: str) -> np.ndarray:
     return wide.clip(0, 255).astype(np.uint8)
 
 
-def crop_resize(image: Image.Image, resolution: int, transform: str, resize_filter: str) -> Image.Image:
+def crop_resize(
+    image: Image.Image, resolution: int, transform: str, resize_filter: str
+) -> Image.Image:
     width, height = image.size
     resample = FILTERS[resize_filter]
     if transform == "none":

@@ -35,8 +35,14 @@ class _HashingReader:
         return data
 
 
-def verify_shard(url: str, info: ShardInfo, resolution: int, channels: int, class_ids: set[int],
-                 decode: bool = True) -> list[str]:
+def verify_shard(
+    url: str,
+    info: ShardInfo,
+    resolution: int,
+    channels: int,
+    class_ids: set[int],
+    decode: bool = True,
+) -> list[str]:
     """Problems of one shard, each prefixed with its name."""
     problems: list[str] = []
     name = info.name
@@ -73,21 +79,34 @@ def verify_shard(url: str, info: ShardInfo, resolution: int, channels: int, clas
     return problems
 
 
-def _check_sample(shard: str, key: str, sample: dict[str, bytes], resolution: int, channels: int,
-                  class_ids: set[int], decode: bool) -> list[str]:
+def _check_sample(
+    shard: str,
+    key: str,
+    sample: dict[str, bytes],
+    resolution: int,
+    channels: int,
+    class_ids: set[int],
+    decode: bool,
+) -> list[str]:
     where = f"{shard}: sample {key}"
     images = [ext for ext in IMAGE_EXTENSIONS if ext in sample]
     if len(images) != 1:
-        return [f"{where}: expected one image ({'/'.join(IMAGE_EXTENSIONS)}), found {sorted(sample)}"]
+        return [
+            f"{where}: expected one image ({'/'.join(IMAGE_EXTENSIONS)}), found {sorted(sample)}"
+        ]
     problems = []
     if decode:
         try:
             with Image.open(io.BytesIO(sample[images[0]])) as img:
                 img.load()
                 if img.size != (resolution, resolution):
-                    problems.append(f"{where}: image is {img.size[0]}x{img.size[1]}, manifest says {resolution}")
+                    problems.append(
+                        f"{where}: image is {img.size[0]}x{img.size[1]}, manifest says {resolution}"
+                    )
                 if len(img.getbands()) != channels:
-                    problems.append(f"{where}: image has {len(img.getbands())} channels, manifest says {channels}")
+                    problems.append(
+                        f"{where}: image has {len(img.getbands())} channels, manifest says {channels}"
+                    )
         except Exception as exc:  # noqa: BLE001 - any decode failure is a problem to report
             problems.append(f"{where}: image does not decode ({exc})")
     try:
@@ -97,7 +116,9 @@ def _check_sample(shard: str, key: str, sample: dict[str, bytes], resolution: in
     if class_ids:
         try:
             if int(sample["cls"]) not in class_ids:
-                problems.append(f"{where}: class id {int(sample['cls'])} is not in the manifest's classes")
+                problems.append(
+                    f"{where}: class id {int(sample['cls'])} is not in the manifest's classes"
+                )
         except (KeyError, ValueError):
             problems.append(f"{where}: labelled dataset but no valid cls")
     return problems
@@ -107,14 +128,17 @@ def _verify_args(args: tuple) -> list[str]:
     return verify_shard(*args)
 
 
-def verify_dataset(path_or_url: str, *, workers: int = 1, progress: bool = True, decode: bool = True
-                   ) -> list[str]:
+def verify_dataset(
+    path_or_url: str, *, workers: int = 1, progress: bool = True, decode: bool = True
+) -> list[str]:
     """Problems found in the dataset at ``path_or_url`` (folder/URL or manifest file)."""
     manifest: Manifest = load_manifest(path_or_url)
     problems = []
     if manifest.num_samples != sum(s.num_samples for s in manifest.shards):
-        problems.append(f"manifest: num_samples {manifest.num_samples} != the shards' total "
-                        f"{sum(s.num_samples for s in manifest.shards)}")
+        problems.append(
+            f"manifest: num_samples {manifest.num_samples} != the shards' total "
+            f"{sum(s.num_samples for s in manifest.shards)}"
+        )
     class_ids = set(manifest.classes.values())
     jobs = []
     for split in sorted({s.split for s in manifest.shards}):

@@ -89,7 +89,7 @@ class _Bytes:
 
     def read(self, n: int = -1) -> bytes:
         end = len(self.data) if n < 0 else self.pos + n
-        chunk = self.data[self.pos:end]
+        chunk = self.data[self.pos : end]
         self.pos += len(chunk)
         return bytes(chunk)
 
@@ -184,9 +184,15 @@ def write_shard(task: ShardTask, on_image: Callable[[int], None] | None = None) 
                     count += 1
                 if on_image:
                     on_image(1)
-    record = {"name": task.name, "split": task.split, "num_samples": count, "bytes": sink.bytes,
-              "sha256": sink.sha.hexdigest(), "fingerprint": task.fingerprint,
-              "skipped": [s.to_dict() for s in skipped]}
+    record = {
+        "name": task.name,
+        "split": task.split,
+        "num_samples": count,
+        "bytes": sink.bytes,
+        "sha256": sink.sha.hexdigest(),
+        "fingerprint": task.fingerprint,
+        "skipped": [s.to_dict() for s in skipped],
+    }
     if count:
         fs.mv(tmp, final)  # appears only complete
     else:
@@ -196,8 +202,9 @@ def write_shard(task: ShardTask, on_image: Callable[[int], None] | None = None) 
     return slim_record(record)
 
 
-def _sample(reader: SourceReader, index, i: int, cfg: PrepConfig, ext: str, skipped: list[Skip]
-            ) -> list[tuple[str, bytes]] | None:
+def _sample(
+    reader: SourceReader, index, i: int, cfg: PrepConfig, ext: str, skipped: list[Skip]
+) -> list[tuple[str, bytes]] | None:
     ref = index.ref(i)
     label = index.label(i)
     try:
@@ -211,7 +218,9 @@ def _sample(reader: SourceReader, index, i: int, cfg: PrepConfig, ext: str, skip
             raise SkipInput(UNREADABLE, f"{type(exc).__name__}: {exc}") from None
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Pillow chatter about odd files; we report skips
-            image, (width, height) = prepare_image(raw, cfg, exempt_min_size=reader.spec.skip_min_size)
+            image, (width, height) = prepare_image(
+                raw, cfg, exempt_min_size=reader.spec.skip_min_size
+            )
     except SkipInput as skip:
         skipped.append(Skip(ref, skip.reason, skip.detail))
         return None

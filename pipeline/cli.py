@@ -15,12 +15,27 @@ import sys
 
 # name -> (module, one-line help). Order is the order of --help.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "run": ("pipeline.commands.run", "end to end on the built-in data: prep -> train -> register -> generate"),
+    "run": (
+        "pipeline.commands.run",
+        "end to end on the built-in data: prep -> train -> register -> generate",
+    ),
     "prep": ("pipeline.commands.prep", "shard an image collection into WebDataset tars + manifest"),
-    "train": ("pipeline.commands.train", "train a GAN (single process, or under `accelerate launch`)"),
-    "eval": ("pipeline.commands.eval", "FID/KID/precision-recall and class coverage of a generator"),
-    "register": ("pipeline.commands.register", "register an exported generator in the MLflow Model Registry"),
-    "generate": ("pipeline.commands.generate", "generate images/grids/interpolations from a generator"),
+    "train": (
+        "pipeline.commands.train",
+        "train a GAN (single process, or under `accelerate launch`)",
+    ),
+    "eval": (
+        "pipeline.commands.eval",
+        "FID/KID/precision-recall and class coverage of a generator",
+    ),
+    "register": (
+        "pipeline.commands.register",
+        "register an exported generator in the MLflow Model Registry",
+    ),
+    "generate": (
+        "pipeline.commands.generate",
+        "generate images/grids/interpolations from a generator",
+    ),
     "serve": ("pipeline.commands.serve", "serve a generator over HTTP (POST /generate)"),
     "export": ("pipeline.commands.export", "export a generator to ONNX or TorchScript"),
 }
@@ -36,8 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     for name, (module_name, help_text) in COMMANDS.items():
         module = importlib.import_module(module_name)
-        p = sub.add_parser(name, help=help_text, description=(module.__doc__ or help_text).strip(),
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p = sub.add_parser(
+            name,
+            help=help_text,
+            description=(module.__doc__ or help_text).strip(),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         module.add_arguments(p)
         p.set_defaults(_main=module.main)
     return parser

@@ -78,8 +78,10 @@ def preset_path(name_or_path: str) -> Path:
         return p
     candidate = PRESETS_DIR / f"{name_or_path}.yaml"
     if not candidate.is_file():
-        raise ConfigError(f"unknown preset {name_or_path!r}; built-in presets: {', '.join(list_presets())} "
-                          f"(or give a path to a YAML file)")
+        raise ConfigError(
+            f"unknown preset {name_or_path!r}; built-in presets: {', '.join(list_presets())} "
+            f"(or give a path to a YAML file)"
+        )
     return candidate
 
 

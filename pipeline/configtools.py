@@ -45,7 +45,9 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
         if isinstance(value, tp):
             return value
         if not isinstance(value, dict):
-            raise ConfigError(f"{path}: expected a mapping of {sorted(_field_names(tp))}, got {value!r}")
+            raise ConfigError(
+                f"{path}: expected a mapping of {sorted(_field_names(tp))}, got {value!r}"
+            )
         return from_dict(tp, value, path)
     if origin in (Union, types.UnionType):
         args = get_args(tp)
@@ -63,7 +65,9 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
     if origin is Literal:
         allowed = get_args(tp)
         if value not in allowed:
-            raise ConfigError(f"{path}: {value!r} is not valid; choose one of {', '.join(map(repr, allowed))}")
+            raise ConfigError(
+                f"{path}: {value!r} is not valid; choose one of {', '.join(map(repr, allowed))}"
+            )
         return value
     if origin in (list, tuple):
         if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
@@ -191,7 +195,9 @@ def apply_overrides(cls: type, data: dict[str, Any], overrides: list[str]) -> di
                 node[key] = value
             else:
                 if not dataclasses.is_dataclass(field_tp):
-                    raise ConfigError(f"{'.'.join(walked)} is a value, not a section (override {text!r})")
+                    raise ConfigError(
+                        f"{'.'.join(walked)} is a value, not a section (override {text!r})"
+                    )
                 node = node.setdefault(key, {})
                 if not isinstance(node, dict):
                     raise ConfigError(f"{'.'.join(walked)} must be a mapping")
@@ -228,5 +234,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: top level must be a mapping of sections, got {type(data).__name__}")
+        raise ConfigError(
+            f"{path}: top level must be a mapping of sections, got {type(data).__name__}"
+        )
     return data

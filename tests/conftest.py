@@ -26,8 +26,11 @@ def digits_shards(tmp_path_factory) -> Path:
     from data_prep.config import PrepConfig
 
     out = tmp_path_factory.mktemp("digits16")
-    shard_dataset(PrepConfig(source="digits", resolution=16, shard_samples=128, workers=1), out=str(out),
-                  progress=False)
+    shard_dataset(
+        PrepConfig(source="digits", resolution=16, shard_samples=128, workers=1),
+        out=str(out),
+        progress=False,
+    )
     return out
 
 

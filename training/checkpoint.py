@@ -69,8 +69,10 @@ def save_checkpoint(
         for key, value in (extra_tensors or {}).items():
             tensors[f"extra.{key}"] = value.detach().to("cpu", copy=True).contiguous()
         save_file(tensors, str(tmp / "models.safetensors"))
-        torch.save({k: v.state_dict() if hasattr(v, "state_dict") else v for k, v in optimizers.items()},
-                   tmp / "optim.pt")
+        torch.save(
+            {k: v.state_dict() if hasattr(v, "state_dict") else v for k, v in optimizers.items()},
+            tmp / "optim.pt",
+        )
         meta = {"format_version": FORMAT_VERSION, "images_seen": int(images_seen), **state}
         (tmp / "state.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
         if config_yaml is not None:
@@ -93,7 +95,11 @@ def list_checkpoints(root: str | Path) -> list[Path]:
     root = Path(root)
     if not root.is_dir():
         return []
-    found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith(PREFIX) and (p / "state.json").is_file()]
+    found = [
+        p
+        for p in root.iterdir()
+        if p.is_dir() and p.name.startswith(PREFIX) and (p / "state.json").is_file()
+    ]
     return sorted(found, key=lambda p: p.name)
 
 
@@ -121,25 +127,31 @@ def load_checkpoint(
     ``load_state_dict``) -> (state.json dict, extra tensors[, raw optimizer state dicts])."""
     path = Path(path)
     if not (path / "state.json").is_file() or not (path / "models.safetensors").is_file():
-        raise CheckpointError(f"{path} is not a complete ganforge checkpoint (needs state.json and "
-                              f"models.safetensors); pass a folder under <run_dir>/checkpoints/")
+        raise CheckpointError(
+            f"{path} is not a complete ganforge checkpoint (needs state.json and "
+            f"models.safetensors); pass a folder under <run_dir>/checkpoints/"
+        )
     state = json.loads((path / "state.json").read_text())
     if state.get("format_version", 0) > FORMAT_VERSION:
-        raise CheckpointError(f"{path}: checkpoint format {state['format_version']} is newer than this ganforge")
+        raise CheckpointError(
+            f"{path}: checkpoint format {state['format_version']} is newer than this ganforge"
+        )
     tensors = load_file(str(path / "models.safetensors"), device="cpu")
     for name, module in modules.items():
         prefix = f"{name}."
-        sub = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        sub = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
         try:
             module.load_state_dict(sub, strict=True)
         except RuntimeError as exc:
-            raise CheckpointError(f"{path}: {name} weights do not fit the configured model "
-                                  f"(was the architecture changed?): {str(exc).splitlines()[0]}") from None
+            raise CheckpointError(
+                f"{path}: {name} weights do not fit the configured model "
+                f"(was the architecture changed?): {str(exc).splitlines()[0]}"
+            ) from None
     saved: dict[str, Any] = {}
     if optimizers or with_optimizers:
         saved = torch.load(path / "optim.pt", map_location="cpu", weights_only=True)
         for name, opt in (optimizers or {}).items():
             if name in saved and hasattr(opt, "load_state_dict"):
                 opt.load_state_dict(saved[name])
-    extra = {k[len("extra."):]: v for k, v in tensors.items() if k.startswith("extra.")}
+    extra = {k[len("extra.") :]: v for k, v in tensors.items() if k.startswith("extra.")}
     return (state, extra, saved) if with_optimizers else (state, extra)

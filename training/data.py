@@ -62,8 +62,10 @@ def decode_sample(sample: dict, channels: int) -> tuple[torch.Tensor, int]:
     """WebDataset sample dict -> (uint8 image [C, H, W], class id or -1)."""
     data = next((sample[k] for k in IMAGE_KEYS if k in sample), None)
     if data is None:
-        raise ValueError(f"sample {sample.get('__key__')} in {sample.get('__url__')} has no image "
-                         f"(looked for {', '.join(IMAGE_KEYS)})")
+        raise ValueError(
+            f"sample {sample.get('__key__')} in {sample.get('__url__')} has no image "
+            f"(looked for {', '.join(IMAGE_KEYS)})"
+        )
     with Image.open(io.BytesIO(data)) as img:
         img = img.convert("L" if channels == 1 else "RGB")
         array = np.asarray(img, dtype=np.uint8)
@@ -129,7 +131,9 @@ class ShardStream(IterableDataset):
             # Exactly-once: shard i goes to the (rank, worker) pair i mod (world x workers).
             slot, slots = self.rank * num_workers + worker, self.world_size * num_workers
             urls = self.urls[slot::slots]
-            yield from wds.tarfile_to_samples(handler=wds.warn_and_continue)(iter({"url": u} for u in urls))
+            yield from wds.tarfile_to_samples(handler=wds.warn_and_continue)(
+                iter({"url": u} for u in urls)
+            )
             return
         while True:  # endless: draw shards with replacement
             url = self.urls[rng.randrange(len(self.urls))]
@@ -151,8 +155,11 @@ class ShardStream(IterableDataset):
             try:
                 image, label = decode_sample(sample, self.channels)
             except Exception as exc:  # a corrupt sample is skipped, not fatal
-                warnings.warn(f"skipping undecodable sample {sample.get('__key__')} "
-                              f"from {sample.get('__url__')}: {exc}", stacklevel=2)
+                warnings.warn(
+                    f"skipping undecodable sample {sample.get('__key__')} "
+                    f"from {sample.get('__url__')}: {exc}",
+                    stacklevel=2,
+                )
                 continue
             yield (image.flip(-1) if flip else image), label
         for sample in buffer:  # only reached by finite streams
@@ -174,7 +181,7 @@ class ShardStream(IterableDataset):
                     # keep this rank's micro-batches, in order
                     for m in range(self.micro_per_rank):
                         g = self.rank * self.micro_per_rank + m
-                        yield _collate(items[g * self.batch:(g + 1) * self.batch])
+                        yield _collate(items[g * self.batch : (g + 1) * self.batch])
                     items = []
             return
         rng = random.Random(stable_seed(self.seed, self.start_index, self.rank, worker))
@@ -204,23 +211,39 @@ def build_loader(
     """A DataLoader yielding ``(uint8 images [B, C, H, W], int64 labels [B])`` micro-batches."""
     mode = mode or cfg.loader
     dataset = ShardStream(
-        manifest.shard_urls(split), mode=mode, batch=batch, channels=manifest.channels, rank=rank,
-        world_size=world_size, seed=seed, shuffle_buffer=cfg.shuffle_buffer, xflip=cfg.xflip and mode != "epoch",
-        micro_per_rank=micro_per_rank, start_index=start_index,
+        manifest.shard_urls(split),
+        mode=mode,
+        batch=batch,
+        channels=manifest.channels,
+        rank=rank,
+        world_size=world_size,
+        seed=seed,
+        shuffle_buffer=cfg.shuffle_buffer,
+        xflip=cfg.xflip and mode != "epoch",
+        micro_per_rank=micro_per_rank,
+        start_index=start_index,
     )
     workers = 0 if mode == "deterministic" else cfg.num_workers
     return DataLoader(
-        dataset, batch_size=None, num_workers=workers, pin_memory=torch.cuda.is_available(),
-        persistent_workers=workers > 0 and mode != "epoch", prefetch_factor=4 if workers > 0 else None,
+        dataset,
+        batch_size=None,
+        num_workers=workers,
+        pin_memory=torch.cuda.is_available(),
+        persistent_workers=workers > 0 and mode != "epoch",
+        prefetch_factor=4 if workers > 0 else None,
     )
 
 
-def shard_warning(manifest: Manifest, world_size: int, num_workers: int, split: str = "train") -> str | None:
+def shard_warning(
+    manifest: Manifest, world_size: int, num_workers: int, split: str = "train"
+) -> str | None:
     """A warning when resampled readers would often read the same shards."""
     shards = len(manifest.split_shards(split))
     readers = world_size * max(num_workers, 1)
     if shards < 2 * readers:
-        return (f"the dataset has {shards} {split} shards for {readers} readers (ranks x workers): "
-                f"readers will often read the same shards; re-run `ganforge prep` with more, smaller "
-                f"shards (--shard-samples) for this world size")
+        return (
+            f"the dataset has {shards} {split} shards for {readers} readers (ranks x workers): "
+            f"readers will often read the same shards; re-run `ganforge prep` with more, smaller "
+            f"shards (--shard-samples) for this world size"
+        )
     return None

@@ -30,18 +30,25 @@ from accelerate.utils import InitProcessGroupKwargs
 class Distributed:
     """The trainer's handle on ranks and devices (one per process)."""
 
-    def __init__(self, *, cpu: bool = False, mixed_precision: str = "no", timeout_s: int = 1800) -> None:
+    def __init__(
+        self, *, cpu: bool = False, mixed_precision: str = "no", timeout_s: int = 1800
+    ) -> None:
         # Without a GPU, Accelerate must be told to run on the CPU or a multi-process launch
         # silently gives N independent rank-0 processes; gloo is the CPU backend.
         cpu = cpu or not torch.cuda.is_available()
         env_world = int(os.environ.get("WORLD_SIZE", "1"))
         kwargs = []
         if env_world > 1:
-            kwargs.append(InitProcessGroupKwargs(backend="gloo" if cpu else "nccl",
-                                                 timeout=timedelta(seconds=timeout_s)))
+            kwargs.append(
+                InitProcessGroupKwargs(
+                    backend="gloo" if cpu else "nccl", timeout=timedelta(seconds=timeout_s)
+                )
+            )
         # Autocast only: GAN losses and regularisers run in float32 (see trainer), and the
         # fp16 grad scaling is done per optimizer by the trainer.
-        self.accelerator = Accelerator(cpu=cpu, mixed_precision=mixed_precision, kwargs_handlers=kwargs)
+        self.accelerator = Accelerator(
+            cpu=cpu, mixed_precision=mixed_precision, kwargs_handlers=kwargs
+        )
         self.mixed_precision = mixed_precision
         if env_world != self.world_size:
             raise RuntimeError(
@@ -85,7 +92,7 @@ class Distributed:
             flat /= self.world_size
             offset = 0
             for g in grads:
-                g.copy_(flat[offset:offset + g.numel()].view_as(g))
+                g.copy_(flat[offset : offset + g.numel()].view_as(g))
                 offset += g.numel()
         for g in grads:
             # as NVlabs: one bad sample must not poison the weights
@@ -146,7 +153,9 @@ class Updater:
 
     sharded = False
 
-    def __init__(self, dist: Distributed, module: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    def __init__(
+        self, dist: Distributed, module: torch.nn.Module, optimizer: torch.optim.Optimizer
+    ) -> None:
         self.dist, self.module, self.optimizer = dist, module, optimizer
         self.scaler = torch.amp.GradScaler(dist.device.type, enabled=dist.mixed_precision == "fp16")
 
@@ -182,13 +191,19 @@ class Updater:
 def deepspeed_config(*, zero_stage: int, micro_batch: int, accum: int) -> dict:
     """The DeepSpeed config ganforge uses (docs/distributed.md explains each choice)."""
     if zero_stage not in (1, 2):
-        raise ValueError(f"train.zero_stage: ganforge supports ZeRO stage 1 or 2, got {zero_stage}; ZeRO-3 "
-                         f"partitions parameters, which breaks R1/path-length double backward through "
-                         f"the unwrapped networks")
+        raise ValueError(
+            f"train.zero_stage: ganforge supports ZeRO stage 1 or 2, got {zero_stage}; ZeRO-3 "
+            f"partitions parameters, which breaks R1/path-length double backward through "
+            f"the unwrapped networks"
+        )
     return {
         "train_micro_batch_size_per_gpu": micro_batch,
         "gradient_accumulation_steps": accum,
-        "zero_optimization": {"stage": zero_stage, "overlap_comm": False, "contiguous_gradients": True},
+        "zero_optimization": {
+            "stage": zero_stage,
+            "overlap_comm": False,
+            "contiguous_gradients": True,
+        },
         # Mixed precision stays torch.autocast (train.mixed_precision): DeepSpeed's own bf16/fp16
         # modes cast the weights, but the mapping network, w_avg and the regularisers need fp32.
         "bf16": {"enabled": False},
@@ -202,15 +217,23 @@ def deepspeed_config(*, zero_stage: int, micro_batch: int, accum: int) -> dict:
 
 def _init_deepspeed(dist: Distributed):
     if dist.device.type == "cpu":
-        os.environ.setdefault("DS_ACCELERATOR", "cpu")  # no CUDA: DeepSpeed's CPU accelerator + gloo
+        os.environ.setdefault(
+            "DS_ACCELERATOR", "cpu"
+        )  # no CUDA: DeepSpeed's CPU accelerator + gloo
     import deepspeed
 
     if not torch_dist.is_initialized():  # single process: DeepSpeed still wants a process group
-        for key, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"),
-                           ("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", str(_free_port()))):
+        for key, value in (
+            ("RANK", "0"),
+            ("LOCAL_RANK", "0"),
+            ("WORLD_SIZE", "1"),
+            ("MASTER_ADDR", "127.0.0.1"),
+            ("MASTER_PORT", str(_free_port())),
+        ):
             os.environ.setdefault(key, value)
-    deepspeed.init_distributed(dist_backend="gloo" if dist.device.type == "cpu" else "nccl",
-                               auto_mpi_discovery=False)
+    deepspeed.init_distributed(
+        dist_backend="gloo" if dist.device.type == "cpu" else "nccl", auto_mpi_discovery=False
+    )
     return deepspeed
 
 
@@ -231,13 +254,22 @@ class DeepSpeedUpdater(Updater):
 
     sharded = True
 
-    def __init__(self, dist: Distributed, module: torch.nn.Module, optimizer: torch.optim.Optimizer, *,
-                 zero_stage: int, micro_batch: int, accum: int) -> None:
+    def __init__(
+        self,
+        dist: Distributed,
+        module: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        *,
+        zero_stage: int,
+        micro_batch: int,
+        accum: int,
+    ) -> None:
         deepspeed = _init_deepspeed(dist)
         self.dist, self.module = dist, module
         config = deepspeed_config(zero_stage=zero_stage, micro_batch=micro_batch, accum=accum)
         self.engine, self.optimizer, _, _ = deepspeed.initialize(
-            model=module, optimizer=optimizer, config=config, dist_init_required=False)
+            model=module, optimizer=optimizer, config=config, dist_init_required=False
+        )
         self.accum = accum
 
     def set_accumulation(self, micro_batch: int, accum: int) -> None:
@@ -271,5 +303,11 @@ class DeepSpeedUpdater(Updater):
         inner.state.clear()
 
     def load_sharded(self, folder: str, tag: str) -> None:
-        self.engine.load_checkpoint(folder, tag=tag, load_module_strict=True, load_optimizer_states=True,
-                                    load_lr_scheduler_states=False, load_module_only=False)
+        self.engine.load_checkpoint(
+            folder,
+            tag=tag,
+            load_module_strict=True,
+            load_optimizer_states=True,
+            load_lr_scheduler_states=False,
+            load_module_only=False,
+        )

@@ -85,8 +85,10 @@ def _images(kimg: float) -> int:
 def _num_growths(cfg: GrowthConfig, final_resolution: int) -> int:
     f = final_resolution
     if f < cfg.start_resolution or f & (f - 1):
-        raise ValueError(f"final_resolution: must be a power of two >= growth.start_resolution "
-                         f"({cfg.start_resolution}), got {final_resolution}")
+        raise ValueError(
+            f"final_resolution: must be a power of two >= growth.start_resolution "
+            f"({cfg.start_resolution}), got {final_resolution}"
+        )
     return int(math.log2(f // cfg.start_resolution))
 
 
@@ -97,20 +99,40 @@ def growth_phase(images_seen: int, cfg: GrowthConfig, final_resolution: int) -> 
     growths = _num_growths(cfg, final_resolution)
     fade, stable = _images(cfg.fade_kimg), _images(cfg.stable_kimg)
     if images_seen < stable or growths == 0:
-        return Phase(resolution=cfg.start_resolution, alpha=1.0, phase_index=0,
-                     phase_start_images=0, fading=False)
+        return Phase(
+            resolution=cfg.start_resolution,
+            alpha=1.0,
+            phase_index=0,
+            phase_start_images=0,
+            fading=False,
+        )
     k, into = divmod(images_seen - stable, fade + stable)  # k: completed (fade + stable) pairs
     if k >= growths:  # past the last stable phase: stay at the final resolution
         start = stable + (growths - 1) * (fade + stable) + fade
-        return Phase(resolution=final_resolution, alpha=1.0, phase_index=2 * growths,
-                     phase_start_images=start, fading=False)
+        return Phase(
+            resolution=final_resolution,
+            alpha=1.0,
+            phase_index=2 * growths,
+            phase_start_images=start,
+            fading=False,
+        )
     resolution = cfg.start_resolution * 2 ** (k + 1)
     start = stable + k * (fade + stable)
     if into < fade:
-        return Phase(resolution=resolution, alpha=into / fade, phase_index=2 * k + 1,
-                     phase_start_images=start, fading=True)
-    return Phase(resolution=resolution, alpha=1.0, phase_index=2 * k + 2,
-                 phase_start_images=start + fade, fading=False)
+        return Phase(
+            resolution=resolution,
+            alpha=into / fade,
+            phase_index=2 * k + 1,
+            phase_start_images=start,
+            fading=True,
+        )
+    return Phase(
+        resolution=resolution,
+        alpha=1.0,
+        phase_index=2 * k + 2,
+        phase_start_images=start + fade,
+        fading=False,
+    )
 
 
 def growth_end_kimg(cfg: GrowthConfig, final_resolution: int) -> float:
@@ -129,7 +151,9 @@ def lr_for(resolution: int, cfg: GrowthConfig, default_lr: float) -> float:
     return float(cfg.lr_per_resolution.get(str(resolution), default_lr))
 
 
-def downsample_reals(images: torch.Tensor, resolution: int, alpha: float | torch.Tensor = 1.0) -> torch.Tensor:
+def downsample_reals(
+    images: torch.Tensor, resolution: int, alpha: float | torch.Tensor = 1.0
+) -> torch.Tensor:
     """Real images at the shard resolution -> the current ``resolution``, faded like G's output.
 
     images: [N, C, H, H] (H a power-of-two multiple of ``resolution``), any float range.
@@ -139,9 +163,16 @@ def downsample_reals(images: torch.Tensor, resolution: int, alpha: float | torch
     ``lerp(upsample(torgb_prev), torgb_new, alpha)``. -> [N, C, resolution, resolution].
     """
     size = images.shape[-1]
-    if images.shape[-2] != size or resolution > size or size % resolution or (size // resolution) & (size // resolution - 1):
-        raise ValueError(f"resolution: {resolution} must be the images' size {tuple(images.shape[-2:])} "
-                         f"divided by a power of two")
+    if (
+        images.shape[-2] != size
+        or resolution > size
+        or size % resolution
+        or (size // resolution) & (size // resolution - 1)
+    ):
+        raise ValueError(
+            f"resolution: {resolution} must be the images' size {tuple(images.shape[-2:])} "
+            f"divided by a power of two"
+        )
     factor = size // resolution
     x = F.avg_pool2d(images, kernel_size=factor) if factor > 1 else images
     if isinstance(alpha, torch.Tensor) or alpha < 1.0:
@@ -152,4 +183,12 @@ def downsample_reals(images: torch.Tensor, resolution: int, alpha: float | torch
     return x
 
 
-__all__ = ["GrowthConfig", "Phase", "batch_for", "downsample_reals", "growth_end_kimg", "growth_phase", "lr_for"]
+__all__ = [
+    "GrowthConfig",
+    "Phase",
+    "batch_for",
+    "downsample_reals",
+    "growth_end_kimg",
+    "growth_phase",
+    "lr_for",
+]

@@ -18,7 +18,9 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
     return x.permute(0, 2, 3, 1).cpu().numpy()
 
 
-def grid_array(images: np.ndarray, cols: int | None = None, upscale_to: int | None = None) -> np.ndarray:
+def grid_array(
+    images: np.ndarray, cols: int | None = None, upscale_to: int | None = None
+) -> np.ndarray:
     """uint8 [N, H, W, C] -> one uint8 [rows*H, cols*W, C] image; optionally nearest-upscaled so
     that each cell is at least ``upscale_to`` pixels (small resolutions stay visible)."""
     n, h, w, c = images.shape
@@ -27,7 +29,7 @@ def grid_array(images: np.ndarray, cols: int | None = None, upscale_to: int | No
     grid = np.zeros((rows * h, cols * w, c), dtype=np.uint8)
     for i in range(n):
         r, q = divmod(i, cols)
-        grid[r * h:(r + 1) * h, q * w:(q + 1) * w] = images[i]
+        grid[r * h : (r + 1) * h, q * w : (q + 1) * w] = images[i]
     if upscale_to and h < upscale_to:
         f = math.ceil(upscale_to / h)
         grid = grid.repeat(f, axis=0).repeat(f, axis=1)
@@ -48,7 +50,9 @@ def save_png(array: np.ndarray, path: str | Path) -> Path:
 def grid_latents(count: int, z_dim: int) -> torch.Tensor:
     """The fixed latents of sample grids: seed i -> ``RandomState(i).randn(z_dim)``, the same
     convention as ``ganforge generate --seeds``, so grids and deployed outputs agree."""
-    return torch.from_numpy(np.stack([np.random.RandomState(i).randn(z_dim) for i in range(count)])).float()
+    return torch.from_numpy(
+        np.stack([np.random.RandomState(i).randn(z_dim) for i in range(count)])
+    ).float()
 
 
 def save_curves(rows: list[dict], keys: list[str], path: str | Path) -> Path | None:

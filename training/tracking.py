@@ -63,13 +63,17 @@ def artifact_root(work_dir: str | Path) -> str:
     return (Path(work_dir).resolve() / "mlartifacts").as_uri()
 
 
-def get_or_create_experiment(client: Any, name: str, work_dir: str | Path, tracking_uri: str) -> str:
+def get_or_create_experiment(
+    client: Any, name: str, work_dir: str | Path, tracking_uri: str
+) -> str:
     exp = client.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
     # A local (sqlite/file) store would otherwise put artifacts in ./mlruns of the cwd.
     local = tracking_uri.startswith(("sqlite:", "file:")) or "://" not in tracking_uri
-    return client.create_experiment(name, artifact_location=artifact_root(work_dir) if local else None)
+    return client.create_experiment(
+        name, artifact_location=artifact_root(work_dir) if local else None
+    )
 
 
 class Tracker:
@@ -77,8 +81,15 @@ class Tracker:
 
     RETRY_SECONDS = 30.0
 
-    def __init__(self, cfg: TrackingConfig, *, work_dir: str | Path, run_dir: str | Path,
-                 run_name: str, resume_run_id: str | None = None) -> None:
+    def __init__(
+        self,
+        cfg: TrackingConfig,
+        *,
+        work_dir: str | Path,
+        run_dir: str | Path,
+        run_name: str,
+        resume_run_id: str | None = None,
+    ) -> None:
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         self.uri = resolve_tracking_uri(cfg, work_dir)
@@ -102,9 +113,11 @@ class Tracker:
                 exp_id = get_or_create_experiment(self.client, cfg.experiment, work_dir, self.uri)
                 self.run_id = self.client.create_run(exp_id, run_name=run_name).info.run_id
         except Exception as exc:  # noqa: BLE001 - tracking must never stop training
-            self._warn(f"cannot reach the MLflow tracking store at {self.uri} ({type(exc).__name__}: "
-                       f"{str(exc).splitlines()[0] if str(exc) else ''}); training continues without "
-                       f"MLflow, metrics stay in {self.run_dir / 'metrics.jsonl'}")
+            self._warn(
+                f"cannot reach the MLflow tracking store at {self.uri} ({type(exc).__name__}: "
+                f"{str(exc).splitlines()[0] if str(exc) else ''}); training continues without "
+                f"MLflow, metrics stay in {self.run_dir / 'metrics.jsonl'}"
+            )
             self.client = None
         if self.client is not None and cfg.system_metrics:
             self._start_system_metrics()
@@ -121,7 +134,7 @@ class Tracker:
 
         items = [Param(k, str(v)[:6000]) for k, v in params.items()]
         for i in range(0, len(items), 100):  # MLflow's batch limit
-            self._submit("log_batch", params=items[i:i + 100])
+            self._submit("log_batch", params=items[i : i + 100])
 
     def set_tags(self, tags: dict[str, Any]) -> None:
         from mlflow.entities import RunTag
@@ -158,10 +171,21 @@ class Tracker:
             path.parent.mkdir(parents=True, exist_ok=True)
             with open(path, "a") as f:
                 for method, args, kwargs in self._pending:
-                    f.write(json.dumps({"method": method, "args": [str(a) for a in args],
-                                        "kwargs": {k: str(v) for k, v in kwargs.items()}}) + "\n")
-            print(f"ganforge: {len(self._pending)} MLflow operations could not be sent; they are "
-                  f"recorded in {path} (metrics also in {self.run_dir / 'metrics.jsonl'})", file=sys.stderr)
+                    f.write(
+                        json.dumps(
+                            {
+                                "method": method,
+                                "args": [str(a) for a in args],
+                                "kwargs": {k: str(v) for k, v in kwargs.items()},
+                            }
+                        )
+                        + "\n"
+                    )
+            print(
+                f"ganforge: {len(self._pending)} MLflow operations could not be sent; they are "
+                f"recorded in {path} (metrics also in {self.run_dir / 'metrics.jsonl'})",
+                file=sys.stderr,
+            )
 
     # -- internals ----------------------------------------------------------------------------
     def _submit(self, method: str, *args: Any, **kwargs: Any) -> None:
@@ -188,11 +212,15 @@ class Tracker:
             except Exception as exc:  # noqa: BLE001
                 self._pending.append(item)
                 self._last_retry = time.monotonic()
-                self._warn(f"MLflow logging failed ({type(exc).__name__}); training continues, "
-                           f"failed operations are retried every {self.RETRY_SECONDS:.0f} s and kept locally")
+                self._warn(
+                    f"MLflow logging failed ({type(exc).__name__}); training continues, "
+                    f"failed operations are retried every {self.RETRY_SECONDS:.0f} s and kept locally"
+                )
 
     def _retry_pending(self, force: bool = False) -> None:
-        if not self._pending or (not force and time.monotonic() - self._last_retry < self.RETRY_SECONDS):
+        if not self._pending or (
+            not force and time.monotonic() - self._last_retry < self.RETRY_SECONDS
+        ):
             return
         self._last_retry = time.monotonic()
         still = []

@@ -106,7 +106,9 @@ class TrainConfig:
         if self.batch <= 0:
             raise ValueError(f"batch: must be a positive integer, got {self.batch}")
         if self.batch_per_device is not None and self.batch_per_device <= 0:
-            raise ValueError(f"batch_per_device: must be positive or null, got {self.batch_per_device}")
+            raise ValueError(
+                f"batch_per_device: must be positive or null, got {self.batch_per_device}"
+            )
         for name in ("lr_g", "lr_d", "tick_kimg", "ema_kimg"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name}: must be positive, got {getattr(self, name)}")
@@ -125,8 +127,13 @@ class TrainConfig:
 
 def _git_commit() -> str:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).resolve().parent)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).resolve().parent,
+        )
         return out.stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -205,7 +212,11 @@ class Trainer:
         self._build_networks()
         self._build_optimizers()
         self.aug_cfg = cfg.augment
-        self.ada = augment_lib.AdaController.from_config(cfg.augment) if cfg.augment.mode == "ada" else None
+        self.ada = (
+            augment_lib.AdaController.from_config(cfg.augment)
+            if cfg.augment.mode == "ada"
+            else None
+        )
         self.augment_p = cfg.augment.p
         self.pl_mean = torch.zeros([], device=self.device)
         w_dim = getattr(self.generator, "w_dim", 0)
@@ -227,11 +238,15 @@ class Trainer:
     def _build_networks(self) -> None:
         cfg, m = self.cfg, self.manifest
         if cfg.model.conditional and m.num_classes == 0:
-            raise ValueError(f"model.conditional: true needs a labelled dataset, but {m.location}/manifest.json "
-                             f"has no classes; prep with labels or set model.conditional=false")
+            raise ValueError(
+                f"model.conditional: true needs a labelled dataset, but {m.location}/manifest.json "
+                f"has no classes; prep with labels or set model.conditional=false"
+            )
         self.c_dim = m.num_classes if cfg.model.conditional else 0
         torch.manual_seed(self.tcfg.seed)  # identical initial weights on every rank
-        g, d, self.g_kwargs, self.d_kwargs = build_networks(cfg.model, m.resolution, m.channels, self.c_dim)
+        g, d, self.g_kwargs, self.d_kwargs = build_networks(
+            cfg.model, m.resolution, m.channels, self.c_dim
+        )
         self.generator = g.to(self.device).train()
         self.discriminator = d.to(self.device).train()
         self.g_ema = copy.deepcopy(self.generator).eval().requires_grad_(False)
@@ -245,8 +260,12 @@ class Trainer:
         """Adam per network, with StyleGAN2's lazy-regularisation correction of lr and betas,
         wrapped in the backend's updater (default: averaged all-reduce; or DeepSpeed ZeRO)."""
         lcfg, t = self.cfg.loss, self.tcfg
-        g_interval = lcfg.pl_interval if (self.family == "stylegan2" and lcfg.pl_weight > 0) else None
-        d_interval = lcfg.r1_interval if (lcfg.kind == "nonsaturating" and lcfg.r1_gamma > 0) else None
+        g_interval = (
+            lcfg.pl_interval if (self.family == "stylegan2" and lcfg.pl_weight > 0) else None
+        )
+        d_interval = (
+            lcfg.r1_interval if (lcfg.kind == "nonsaturating" and lcfg.r1_gamma > 0) else None
+        )
         g_lr, g_betas = losses.lazy_regularization_adam(t.lr_g, t.betas, g_interval)
         d_lr, d_betas = losses.lazy_regularization_adam(t.lr_d, t.betas, d_interval)
         self.lr_ratio = {"generator": g_lr / t.lr_g, "discriminator": d_lr / t.lr_d}
@@ -254,10 +273,22 @@ class Trainer:
         d_opt = torch.optim.Adam(self.discriminator.parameters(), lr=d_lr, betas=d_betas, eps=t.eps)
         if t.backend == "deepspeed":
             _, micro, accum = self.batch_geometry(self.phase())
-            self.g_updater = DeepSpeedUpdater(self.dist, self.generator, g_opt, zero_stage=t.zero_stage,
-                                              micro_batch=micro, accum=accum)
-            self.d_updater = DeepSpeedUpdater(self.dist, self.discriminator, d_opt, zero_stage=t.zero_stage,
-                                              micro_batch=micro, accum=accum)
+            self.g_updater = DeepSpeedUpdater(
+                self.dist,
+                self.generator,
+                g_opt,
+                zero_stage=t.zero_stage,
+                micro_batch=micro,
+                accum=accum,
+            )
+            self.d_updater = DeepSpeedUpdater(
+                self.dist,
+                self.discriminator,
+                d_opt,
+                zero_stage=t.zero_stage,
+                micro_batch=micro,
+                accum=accum,
+            )
         else:
             self.g_updater = Updater(self.dist, self.generator, g_opt)
             self.d_updater = Updater(self.dist, self.discriminator, d_opt)
@@ -270,21 +301,34 @@ class Trainer:
 
     def batch_geometry(self, phase: Phase | None) -> tuple[int, int, int]:
         """-> (global batch, per-device micro-batch, accumulation steps)."""
-        batch = batch_for(phase.resolution, self.cfg.growth, self.tcfg.batch) if phase else self.tcfg.batch
+        batch = (
+            batch_for(phase.resolution, self.cfg.growth, self.tcfg.batch)
+            if phase
+            else self.tcfg.batch
+        )
         world = self.dist.world_size
         micro = self.tcfg.batch_per_device or max(batch // world, 1)
         micro = min(micro, max(batch // world, 1))
         if batch % (micro * world):
-            raise ValueError(f"train.batch={batch} must be a multiple of train.batch_per_device ({micro}) x "
-                             f"world size ({world}); change train.batch or train.batch_per_device")
+            raise ValueError(
+                f"train.batch={batch} must be a multiple of train.batch_per_device ({micro}) x "
+                f"world size ({world}); change train.batch or train.batch_per_device"
+            )
         return batch, micro, batch // (micro * world)
 
     def _next_real(self, micro: int, accum: int) -> tuple[torch.Tensor, torch.Tensor]:
         key = (micro, accum)
         if self._loader_key != key:  # (re)built at start, resume and ProGAN batch changes
-            loader = build_loader(self.manifest, self.cfg.data, batch=micro, rank=self.dist.rank,
-                                  world_size=self.dist.world_size, seed=self.tcfg.seed, micro_per_rank=accum,
-                                  start_index=self.images_seen)
+            loader = build_loader(
+                self.manifest,
+                self.cfg.data,
+                batch=micro,
+                rank=self.dist.rank,
+                world_size=self.dist.world_size,
+                seed=self.tcfg.seed,
+                micro_per_rank=accum,
+                start_index=self.images_seen,
+            )
             self._loader_iter, self._loader_key = iter(loader), key
         images, labels = next(self._loader_iter)
         return images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
@@ -302,14 +346,22 @@ class Trainer:
     def net_kwargs(self, phase: Phase | None) -> dict:
         return {"resolution": phase.resolution, "alpha": phase.alpha} if phase else {}
 
-    def run_generator(self, z: torch.Tensor, c: torch.Tensor | None, phase: Phase | None,
-                      with_ws: bool = False, track_w: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def run_generator(
+        self,
+        z: torch.Tensor,
+        c: torch.Tensor | None,
+        phase: Phase | None,
+        with_ws: bool = False,
+        track_w: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         with self.dist.autocast():
             if phase is not None:
                 return self.g_forward(z, c, **self.net_kwargs(phase)), None
             ws = mix_styles(self.generator, z, c, self.cfg.loss.style_mixing, update_emas=False)
             if track_w:  # the W mean for truncation, updated once per step from the global batch
-                self._w_stats += torch.cat([ws[:, 0].detach().float().sum(0), ws.new_tensor([ws.shape[0]])])
+                self._w_stats += torch.cat(
+                    [ws[:, 0].detach().float().sum(0), ws.new_tensor([ws.shape[0]])]
+                )
             images = self.generator.synthesis(ws, noise_mode="random")
         return images, (ws if with_ws else None)
 
@@ -323,7 +375,9 @@ class Trainer:
             mapping.w_avg.copy_((stats[:-1] / stats[-1]).lerp(mapping.w_avg, mapping.w_avg_beta))
         self._w_stats.zero_()
 
-    def run_discriminator(self, images: torch.Tensor, c: torch.Tensor | None, phase: Phase | None) -> torch.Tensor:
+    def run_discriminator(
+        self, images: torch.Tensor, c: torch.Tensor | None, phase: Phase | None
+    ) -> torch.Tensor:
         images = augment_lib.augment(images, self.aug_cfg, self.augment_p)
         with self.dist.autocast():
             logits = self.d_forward(images, c, **self.net_kwargs(phase))
@@ -336,8 +390,9 @@ class Trainer:
         return images
 
     # -- the phases of one step -------------------------------------------------------------------
-    def _phase(self, name: str, module: torch.nn.Module, updater: Updater, reals, accum: int,
-               loss_fn) -> dict[str, torch.Tensor]:
+    def _phase(
+        self, name: str, module: torch.nn.Module, updater: Updater, reals, accum: int, loss_fn
+    ) -> dict[str, torch.Tensor]:
         """Run ``loss_fn`` on every micro-batch of this rank, then one (averaged) optimizer step."""
         other = self.discriminator if module is self.generator else self.generator
         module.requires_grad_(True)
@@ -372,9 +427,13 @@ class Trainer:
         z = torch.randn([n, self.generator.z_dim], device=self.device)
         c = self.one_hot(labels[:n])
         fake, ws = self.run_generator(z, c, None, with_ws=True)
-        penalty, self.pl_mean = losses.path_length_penalty(fake.float(), ws, self.pl_mean, lcfg.pl_decay)
+        penalty, self.pl_mean = losses.path_length_penalty(
+            fake.float(), ws, self.pl_mean, lcfg.pl_decay
+        )
         # interval gain: lazy regularisation applies the penalty once every pl_interval steps
-        loss = penalty.mean() * lcfg.pl_weight * lcfg.pl_interval + fake[:, 0, 0, 0].float().mean() * 0
+        loss = (
+            penalty.mean() * lcfg.pl_weight * lcfg.pl_interval + fake[:, 0, 0, 0].float().mean() * 0
+        )
         return loss, {"loss/pl": penalty.mean()}
 
     def d_main(self, images, labels, phase, with_r1: bool):
@@ -389,10 +448,17 @@ class Trainer:
         real_logits = self.run_discriminator(real, c, phase)
         if self.ada is not None:
             self.ada.accumulate(real_logits.detach())
-        metrics = {"scores/real": real_logits.detach().mean(), "scores/fake": fake_logits.detach().mean()}
+        metrics = {
+            "scores/real": real_logits.detach().mean(),
+            "scores/fake": fake_logits.detach().mean(),
+        }
         if lcfg.kind == "wgan-gp":
-            gp = losses.gradient_penalty(lambda x: self.run_discriminator(x, c, phase), real, fake.float(),
-                                         gp_lambda=lcfg.gp_lambda)
+            gp = losses.gradient_penalty(
+                lambda x: self.run_discriminator(x, c, phase),
+                real,
+                fake.float(),
+                gp_lambda=lcfg.gp_lambda,
+            )
             drift = losses.epsilon_drift(real_logits, lcfg.drift)
             loss = losses.d_wgan_loss(real_logits, fake_logits) + gp + drift
             metrics.update({"loss/d": loss, "loss/gp": gp})
@@ -425,18 +491,37 @@ class Trainer:
         if isinstance(self.g_updater, DeepSpeedUpdater):
             self.g_updater.set_accumulation(micro, accum)
             self.d_updater.set_accumulation(micro, accum)
-        metrics.update(self._phase("g_main", g, self.g_updater, reals, accum,
-                                   lambda im, lb: self.g_main(im, lb, phase)))
+        metrics.update(
+            self._phase(
+                "g_main", g, self.g_updater, reals, accum, lambda im, lb: self.g_main(im, lb, phase)
+            )
+        )
         if phase is None and lcfg.pl_weight > 0 and self.step % lcfg.pl_interval == 0:
-            metrics.update(self._phase("g_pl", g, self.g_updater, reals, accum,
-                                       lambda im, lb: self.g_pl(im, lb, phase)))
+            metrics.update(
+                self._phase(
+                    "g_pl", g, self.g_updater, reals, accum, lambda im, lb: self.g_pl(im, lb, phase)
+                )
+            )
             self.pl_mean = self.dist.mean(self.pl_mean.detach())
-        r1_due = lcfg.kind == "nonsaturating" and lcfg.r1_gamma > 0 and self.step % lcfg.r1_interval == 0
-        metrics.update(self._phase("d_main", d, self.d_updater, reals, accum,
-                                   lambda im, lb: self.d_main(im, lb, phase, r1_due and lcfg.r1_interval == 1)))
+        r1_due = (
+            lcfg.kind == "nonsaturating" and lcfg.r1_gamma > 0 and self.step % lcfg.r1_interval == 0
+        )
+        metrics.update(
+            self._phase(
+                "d_main",
+                d,
+                self.d_updater,
+                reals,
+                accum,
+                lambda im, lb: self.d_main(im, lb, phase, r1_due and lcfg.r1_interval == 1),
+            )
+        )
         if r1_due and lcfg.r1_interval > 1:
-            metrics.update(self._phase("d_r1", d, self.d_updater, reals, accum,
-                                       lambda im, lb: self.d_r1(im, lb, phase)))
+            metrics.update(
+                self._phase(
+                    "d_r1", d, self.d_updater, reals, accum, lambda im, lb: self.d_r1(im, lb, phase)
+                )
+            )
         if phase is None:
             self.update_w_avg()
         # EMA of G (half-life in kimg, ramped up early in training as StyleGAN2-ADA)
@@ -450,10 +535,17 @@ class Trainer:
 
     # -- checkpoints ------------------------------------------------------------------------------
     def state(self) -> dict:
-        return {"step": self.step, "tick": self.tick, "augment_p": self.augment_p,
-                "ada": self.ada.state_dict() if self.ada else None, "mlflow_run_id": self.mlflow_run_id,
-                "world_size": self.dist.world_size, "family": self.family, "best_metric": self.best_metric,
-                "phase": asdict(self.phase()) if self.progressive else None}
+        return {
+            "step": self.step,
+            "tick": self.tick,
+            "augment_p": self.augment_p,
+            "ada": self.ada.state_dict() if self.ada else None,
+            "mlflow_run_id": self.mlflow_run_id,
+            "world_size": self.dist.world_size,
+            "family": self.family,
+            "best_metric": self.best_metric,
+            "phase": asdict(self.phase()) if self.progressive else None,
+        }
 
     def save(self, root: Path | None = None, keep: int | None = None) -> Path | None:
         """Full state, written atomically by the main process. Under DeepSpeed every rank first
@@ -470,11 +562,22 @@ class Trainer:
         path = None
         if self.dist.is_main:
             path = save_checkpoint(
-                root, images_seen=self.images_seen,
-                modules={"generator": self.generator, "discriminator": self.discriminator, "g_ema": self.g_ema},
-                optimizers={"generator": self.g_updater.state_dict(), "discriminator": self.d_updater.state_dict()},
-                state=self.state(), extra_tensors={"pl_mean": self.pl_mean.reshape(1)},
-                config_yaml=self.config_yaml, staging=staging if self.g_updater.sharded else None)
+                root,
+                images_seen=self.images_seen,
+                modules={
+                    "generator": self.generator,
+                    "discriminator": self.discriminator,
+                    "g_ema": self.g_ema,
+                },
+                optimizers={
+                    "generator": self.g_updater.state_dict(),
+                    "discriminator": self.d_updater.state_dict(),
+                },
+                state=self.state(),
+                extra_tensors={"pl_mean": self.pl_mean.reshape(1)},
+                config_yaml=self.config_yaml,
+                staging=staging if self.g_updater.sharded else None,
+            )
             prune_checkpoints(root, self.tcfg.keep_checkpoints if keep is None else keep)
         self.dist.barrier()
         return path
@@ -487,8 +590,14 @@ class Trainer:
         if path is None:
             return None
         state, extra, optim = load_checkpoint(
-            path, modules={"generator": self.generator, "discriminator": self.discriminator, "g_ema": self.g_ema},
-            with_optimizers=True)
+            path,
+            modules={
+                "generator": self.generator,
+                "discriminator": self.discriminator,
+                "g_ema": self.g_ema,
+            },
+            with_optimizers=True,
+        )
         self.images_seen, self.step, self.tick = state["images_seen"], state["step"], state["tick"]
         self.augment_p = state["augment_p"]
         if self.ada is not None and state.get("ada"):
@@ -510,8 +619,10 @@ class Trainer:
         else:
             self.g_updater.load_state_dict(optim["generator"])
             self.d_updater.load_state_dict(optim["discriminator"])
-        self._say(f"resumed from {path} at {self.images_seen / 1000:.1f} kimg (saved with world size "
-                  f"{state.get('world_size')}, now {self.dist.world_size}), augment p {self.augment_p:.3f}{note}")
+        self._say(
+            f"resumed from {path} at {self.images_seen / 1000:.1f} kimg (saved with world size "
+            f"{state.get('world_size')}, now {self.dist.world_size}), augment p {self.augment_p:.3f}{note}"
+        )
         return path
 
     def _sync_phase_optimizers(self, resuming: bool = False) -> None:
@@ -523,8 +634,10 @@ class Trainer:
             return
         new_phase = self._opt_phase is not None and not resuming
         self._opt_phase = phase.phase_index
-        for name, updater, base in (("generator", self.g_updater, self.tcfg.lr_g),
-                                    ("discriminator", self.d_updater, self.tcfg.lr_d)):
+        for name, updater, base in (
+            ("generator", self.g_updater, self.tcfg.lr_g),
+            ("discriminator", self.d_updater, self.tcfg.lr_d),
+        ):
             lr = lr_for(phase.resolution, self.cfg.growth, base) * self.lr_ratio[name]
             for group in updater.param_groups:
                 group["lr"] = lr
@@ -543,9 +656,18 @@ class Trainer:
                 images = self.g_ema(z, c, noise_mode="const", **self.net_kwargs(phase))
             return images.float()
 
-        results = evaluate(sample, self.manifest, ecfg, z_dim=self.g_ema.z_dim, c_dim=self.c_dim,
-                           device=self.device, rank=self.dist.rank, world_size=self.dist.world_size,
-                           gather=self.dist.gather, log=self._say if self.dist.is_main else None)
+        results = evaluate(
+            sample,
+            self.manifest,
+            ecfg,
+            z_dim=self.g_ema.z_dim,
+            c_dim=self.c_dim,
+            device=self.device,
+            rank=self.dist.rank,
+            world_size=self.dist.world_size,
+            gather=self.dist.gather,
+            log=self._say if self.dist.is_main else None,
+        )
         metrics = {f"metrics/{k}": float(v) for k, v in results.items()}
         self.last_metrics.update(metrics)
         self._say("eval  " + "  ".join(f"{k} {v:.4f}" for k, v in results.items()))
@@ -557,7 +679,9 @@ class Trainer:
         key = ecfg.keep_best
         if key and key in results and is_better(key, results[key], self.best_metric):
             self.best_metric = float(results[key])
-            self._say(f"new best {key} {self.best_metric:.4f}: saved to checkpoints-best/ and export-best/")
+            self._say(
+                f"new best {key} {self.best_metric:.4f}: saved to checkpoints-best/ and export-best/"
+            )
             self.save(root=self.run_dir / "checkpoints-best", keep=1)
             self.export(self.run_dir / "export-best")
         return results
@@ -573,12 +697,27 @@ class Trainer:
             return None
         n = self.tcfg.grid_size
         z = grid_latents(n, self.g_ema.z_dim).to(self.device)
-        c = self.one_hot(torch.arange(n, device=self.device) % max(self.c_dim, 1)) if self.c_dim else None
+        c = (
+            self.one_hot(torch.arange(n, device=self.device) % max(self.c_dim, 1))
+            if self.c_dim
+            else None
+        )
         phase = self.phase()
-        images = torch.cat([self.g_ema(z[i:i + 32], None if c is None else c[i:i + 32], noise_mode="const",
-                                       **self.net_kwargs(phase)) for i in range(0, n, 32)])
+        images = torch.cat(
+            [
+                self.g_ema(
+                    z[i : i + 32],
+                    None if c is None else c[i : i + 32],
+                    noise_mode="const",
+                    **self.net_kwargs(phase),
+                )
+                for i in range(0, n, 32)
+            ]
+        )
         grid = grid_array(to_uint8(images), upscale_to=self.manifest.resolution)
-        path = save_png(grid, self.run_dir / "samples" / f"grid-{self.images_seen / 1000:09.3f}kimg.png")
+        path = save_png(
+            grid, self.run_dir / "samples" / f"grid-{self.images_seen / 1000:09.3f}kimg.png"
+        )
         save_png(grid, self.run_dir / "samples" / "latest.png")
         if self.tracker:
             self.tracker.log_artifact(path, "samples")
@@ -587,34 +726,70 @@ class Trainer:
     def export(self, out_dir: Path | None = None) -> Path | None:
         if not self.dist.is_main:
             return None
-        meta = {"kimg": round(self.images_seen / 1000, 3), "dataset_sha256": self.manifest.sha256,
-                "dataset": self.manifest.name, "mlflow_run_id": self.mlflow_run_id,
-                "metrics": {k.split("/", 1)[1]: v for k, v in self.last_metrics.items() if k.startswith("metrics/")}}
-        out = save_export(out_dir or self.run_dir / "export", self.g_ema, family=self.family, kwargs=self.g_kwargs,
-                          class_names=self.manifest.class_names if self.c_dim else [], meta=meta)
+        meta = {
+            "kimg": round(self.images_seen / 1000, 3),
+            "dataset_sha256": self.manifest.sha256,
+            "dataset": self.manifest.name,
+            "mlflow_run_id": self.mlflow_run_id,
+            "metrics": {
+                k.split("/", 1)[1]: v
+                for k, v in self.last_metrics.items()
+                if k.startswith("metrics/")
+            },
+        }
+        out = save_export(
+            out_dir or self.run_dir / "export",
+            self.g_ema,
+            family=self.family,
+            kwargs=self.g_kwargs,
+            class_names=self.manifest.class_names if self.c_dim else [],
+            meta=meta,
+        )
         return out
 
-    def _log_tick(self, metrics: dict[str, torch.Tensor], tick_start: float, tick_images: int, total_images: int,
-                  phase: Phase | None) -> None:
+    def _log_tick(
+        self,
+        metrics: dict[str, torch.Tensor],
+        tick_start: float,
+        tick_images: int,
+        total_images: int,
+        phase: Phase | None,
+    ) -> None:
         now = time.time()
-        values = {k: float(self.dist.mean(v.detach().reshape(1).to(self.device)).item()) for k, v in sorted(metrics.items())}
+        values = {
+            k: float(self.dist.mean(v.detach().reshape(1).to(self.device)).item())
+            for k, v in sorted(metrics.items())
+        }
         seconds = max(now - tick_start, 1e-9)
         sec_per_kimg = seconds / max(tick_images / 1000, 1e-9)
-        values.update({"timing/sec_per_kimg": sec_per_kimg, "timing/images_per_sec": tick_images / seconds,
-                       "resources/peak_memory_gb": _peak_memory_gb(self.device),
-                       "augment/p": float(self.augment_p), "progress/kimg": self.images_seen / 1000})
+        values.update(
+            {
+                "timing/sec_per_kimg": sec_per_kimg,
+                "timing/images_per_sec": tick_images / seconds,
+                "resources/peak_memory_gb": _peak_memory_gb(self.device),
+                "augment/p": float(self.augment_p),
+                "progress/kimg": self.images_seen / 1000,
+            }
+        )
         if phase is not None:
             values.update({"progress/resolution": phase.resolution, "progress/alpha": phase.alpha})
         self.last_metrics = values
         eta = (total_images - self.images_seen) / 1000 * sec_per_kimg
         if self.dist.is_main:
-            parts = [f"tick {self.tick:<4d}", f"kimg {self.images_seen / 1000:8.1f}/{total_images / 1000:g}",
-                     f"s/kimg {sec_per_kimg:6.2f}", f"img/s {values['timing/images_per_sec']:7.1f}",
-                     f"eta {_fmt_eta(eta)}", f"mem {values['resources/peak_memory_gb']:.2f}GB",
-                     f"p {self.augment_p:.3f}"]
+            parts = [
+                f"tick {self.tick:<4d}",
+                f"kimg {self.images_seen / 1000:8.1f}/{total_images / 1000:g}",
+                f"s/kimg {sec_per_kimg:6.2f}",
+                f"img/s {values['timing/images_per_sec']:7.1f}",
+                f"eta {_fmt_eta(eta)}",
+                f"mem {values['resources/peak_memory_gb']:.2f}GB",
+                f"p {self.augment_p:.3f}",
+            ]
             if phase is not None:
                 parts.append(f"res {phase.resolution} alpha {phase.alpha:.2f}")
-            parts += [f"{k.split('/')[-1]} {v:.3f}" for k, v in values.items() if k.startswith("loss/")]
+            parts += [
+                f"{k.split('/')[-1]} {v:.3f}" for k, v in values.items() if k.startswith("loss/")
+            ]
             print("  ".join(parts), flush=True)
             row = {"kimg": self.images_seen / 1000, "tick": self.tick, **values}
             self.history.append(row)
@@ -652,9 +827,11 @@ class Trainer:
         total_images = int(tcfg.total_kimg * 1000)
         tick_images = int(tcfg.tick_kimg * 1000)
         tick_start, tick_start_images = time.time(), self.images_seen
-        self._say(f"training {self.family} at {self.manifest.resolution}px on {self.manifest.num_samples} images, "
-                  f"{self.dist.world_size} process(es) on {self.device.type}, batch {tcfg.batch}, "
-                  f"{total_images / 1000:g} kimg; run dir {self.run_dir}")
+        self._say(
+            f"training {self.family} at {self.manifest.resolution}px on {self.manifest.num_samples} images, "
+            f"{self.dist.world_size} process(es) on {self.device.type}, batch {tcfg.batch}, "
+            f"{total_images / 1000:g} kimg; run dir {self.run_dir}"
+        )
         status: Literal["finished", "interrupted", "diverged"] = "finished"
         metrics: dict[str, torch.Tensor] = {}
         last_ckpt: Path | None = None
@@ -665,8 +842,12 @@ class Trainer:
             self._sync_phase_optimizers()
             metrics = self.train_step(phase)
             # one agreement per step: a signal or NaN on any rank stops every rank together
-            stop_flags = torch.stack([self._nonfinite.float(), torch.tensor(float(self._stop_signal is not None),
-                                                                            device=self.device)])
+            stop_flags = torch.stack(
+                [
+                    self._nonfinite.float(),
+                    torch.tensor(float(self._stop_signal is not None), device=self.device),
+                ]
+            )
             if self.dist.any(stop_flags[0] > 0):
                 status = "diverged"
                 break
@@ -676,9 +857,15 @@ class Trainer:
             done = self.images_seen >= total_images
             if done or self.images_seen - tick_start_images >= tick_images:
                 tick_images_now = self.images_seen - tick_start_images
-                self._log_tick(metrics, tick_start, self.images_seen - tick_start_images, total_images, phase)
+                self._log_tick(
+                    metrics, tick_start, self.images_seen - tick_start_images, total_images, phase
+                )
                 every = int(self.cfg.eval.every_kimg * 1000)
-                if every and not done and self.images_seen // every > (self.images_seen - tick_images_now) // every:
+                if (
+                    every
+                    and not done
+                    and self.images_seen // every > (self.images_seen - tick_images_now) // every
+                ):
                     self.evaluate()
                 if tcfg.snapshot_ticks and self.tick % tcfg.snapshot_ticks == 0 and not done:
                     grid = self.sample_grid() or grid
@@ -692,14 +879,18 @@ class Trainer:
         export_dir = None
         if status == "diverged":
             kept = latest_checkpoint(self.ckpt_dir)
-            self._say(f"ganforge: error: non-finite loss at {self.images_seen / 1000:.1f} kimg "
-                      f"({', '.join(k for k, v in metrics.items() if not torch.isfinite(v).all()) or 'a loss'}); "
-                      f"stopped. Last good checkpoint: {kept or 'none'}. Lower the learning rate or raise "
-                      f"loss.r1_gamma, then resume.")
+            self._say(
+                f"ganforge: error: non-finite loss at {self.images_seen / 1000:.1f} kimg "
+                f"({', '.join(k for k, v in metrics.items() if not torch.isfinite(v).all()) or 'a loss'}); "
+                f"stopped. Last good checkpoint: {kept or 'none'}. Lower the learning rate or raise "
+                f"loss.r1_gamma, then resume."
+            )
             last_ckpt = kept
         else:
             if status == "interrupted":
-                self._say(f"ganforge: {self._stop_signal} received: saving a checkpoint and exiting")
+                self._say(
+                    f"ganforge: {self._stop_signal} received: saving a checkpoint and exiting"
+                )
             if not self.last_metrics and metrics:
                 self._log_tick(metrics, time.time(), 0, self.images_seen, self.phase())
             if status == "finished" and (self.cfg.eval.at_end or self.cfg.eval.every_kimg > 0):
@@ -708,15 +899,30 @@ class Trainer:
             grid = self.sample_grid() or grid
             export_dir = self.export()
         if self.dist.is_main and self.tracker:
-            curves = save_curves(self.history, ["loss/g", "loss/d", "augment/p"], self.run_dir / "curves.png")
+            curves = save_curves(
+                self.history, ["loss/g", "loss/d", "augment/p"], self.run_dir / "curves.png"
+            )
             if curves:
                 self.tracker.log_artifact(curves)
             if export_dir:
                 self.tracker.log_artifacts(export_dir, "export")
-            self.tracker.close("FINISHED" if status == "finished" else "KILLED" if status == "interrupted" else "FAILED")
-        result = TrainResult(run_dir=self.run_dir, export_dir=export_dir, images_seen=self.images_seen,
-                             status=status, mlflow_run_id=self.mlflow_run_id, last_checkpoint=last_ckpt,
-                             grid_path=grid, metrics=dict(self.last_metrics))
+            self.tracker.close(
+                "FINISHED"
+                if status == "finished"
+                else "KILLED"
+                if status == "interrupted"
+                else "FAILED"
+            )
+        result = TrainResult(
+            run_dir=self.run_dir,
+            export_dir=export_dir,
+            images_seen=self.images_seen,
+            status=status,
+            mlflow_run_id=self.mlflow_run_id,
+            last_checkpoint=last_ckpt,
+            grid_path=grid,
+            metrics=dict(self.last_metrics),
+        )
         self.dist.shutdown()
         return result
 
@@ -724,9 +930,13 @@ class Trainer:
         tr = self.cfg.tracking
         if not tr.enabled:
             return
-        self.tracker = Tracker(tr, work_dir=self.cfg.work_dir, run_dir=self.run_dir,
-                               run_name=tr.run_name or self.cfg.name,
-                               resume_run_id=self.mlflow_run_id if resumed else None)
+        self.tracker = Tracker(
+            tr,
+            work_dir=self.cfg.work_dir,
+            run_dir=self.run_dir,
+            run_name=tr.run_name or self.cfg.name,
+            resume_run_id=self.mlflow_run_id if resumed else None,
+        )
         if not self.tracker.active:
             self.tracker = None
             return
@@ -734,10 +944,17 @@ class Trainer:
         if not resumed:
             self.tracker.log_params(_flatten(__import__("yaml").safe_load(self.config_yaml)))
             self.tracker.log_artifact(self.run_dir / "config.yaml")
-        self.tracker.set_tags({"ganforge.git_commit": _git_commit(), "ganforge.dataset_sha256": self.manifest.sha256,
-                               "ganforge.dataset": self.manifest.name, "ganforge.world_size": self.dist.world_size,
-                               "ganforge.family": self.family, "ganforge.resolution": self.manifest.resolution,
-                               "ganforge.run_dir": str(self.run_dir.resolve())})
+        self.tracker.set_tags(
+            {
+                "ganforge.git_commit": _git_commit(),
+                "ganforge.dataset_sha256": self.manifest.sha256,
+                "ganforge.dataset": self.manifest.name,
+                "ganforge.world_size": self.dist.world_size,
+                "ganforge.family": self.family,
+                "ganforge.resolution": self.manifest.resolution,
+                "ganforge.run_dir": str(self.run_dir.resolve()),
+            }
+        )
 
 
 def train(cfg: Any, config_yaml: str | None = None) -> TrainResult:

@@ -7,13 +7,21 @@ import argparse
 from pipeline.config import RunConfig, list_presets, load_config
 
 
-def add_config_arguments(parser: argparse.ArgumentParser, default_preset: str | None = None) -> None:
+def add_config_arguments(
+    parser: argparse.ArgumentParser, default_preset: str | None = None
+) -> None:
     parser.add_argument(
-        "--preset", "-p", default=default_preset,
+        "--preset",
+        "-p",
+        default=default_preset,
         help=f"built-in preset ({', '.join(list_presets())}) or a YAML file (default: {default_preset or 'digits'})",
     )
     parser.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY.PATH=VALUE",
         help="override one config value, e.g. --set train.batch=64 (repeatable)",
     )
 
@@ -30,9 +38,16 @@ def add_model_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def add_tracking_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--tracking-uri", default=None,
-                        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///<work-dir>/mlflow.db)")
-    parser.add_argument("--work-dir", default="work", help="work dir of the local MLflow store (default: %(default)s)")
+    parser.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///<work-dir>/mlflow.db)",
+    )
+    parser.add_argument(
+        "--work-dir",
+        default="work",
+        help="work dir of the local MLflow store (default: %(default)s)",
+    )
 
 
 def tracking_uri_from_args(args: argparse.Namespace) -> str:

@@ -26,33 +26,78 @@ from pathlib import Path
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from training.metrics import FEATURE_EXTRACTORS, METRICS
 
-    parser.add_argument("--model", "-m", required=True,
-                        help="export folder, MLflow model folder, models:/NAME@ALIAS, models:/NAME/VERSION, "
-                             "runs:/RUN_ID/generator or a run id")
-    parser.add_argument("--data", "-d", required=True, help="dataset manifest (file or the folder holding it)")
-    parser.add_argument("--metrics", default=None,
-                        help=f"comma-separated, from {', '.join(METRICS)} (default: fid,kid,pr,is, plus coverage "
-                             f"on labelled data)")
-    parser.add_argument("--num-images", "-n", type=int, default=50_000, help="generated images (default 50000)")
-    parser.add_argument("--feature-extractor", choices=FEATURE_EXTRACTORS, default="inception",
-                        help="feature space of fid/kid/pr/is (classifier: no Inception weights needed; "
-                             "results are named classifier_*)")
-    parser.add_argument("--inception-weights", default=None, metavar="PATH",
-                        help="weights-inception-2015-12-05-6726825d.pth (default: $GANFORGE_INCEPTION_WEIGHTS, "
-                             "then $TORCH_HOME/hub/checkpoints/)")
-    parser.add_argument("--batch", type=int, default=64, help="images per generator call (default 64)")
-    parser.add_argument("--max-real", type=int, default=0, help="real images in the reference (default 0: all)")
-    parser.add_argument("--split", default="train", help="dataset split of the real images (default train)")
-    parser.add_argument("--seed", type=int, default=0, help="first seed; image i uses seed + i (default 0)")
-    parser.add_argument("--psi", type=float, default=1.0, help="truncation psi (default 1.0: none, as for FID)")
-    parser.add_argument("--noise-mode", choices=("random", "const", "none"), default="random",
-                        help="per-pixel noise of StyleGAN generators (default random, as in the papers)")
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
-    parser.add_argument("--workers", type=int, default=2, help="DataLoader workers decoding real images")
+    parser.add_argument(
+        "--model",
+        "-m",
+        required=True,
+        help="export folder, MLflow model folder, models:/NAME@ALIAS, models:/NAME/VERSION, "
+        "runs:/RUN_ID/generator or a run id",
+    )
+    parser.add_argument(
+        "--data", "-d", required=True, help="dataset manifest (file or the folder holding it)"
+    )
+    parser.add_argument(
+        "--metrics",
+        default=None,
+        help=f"comma-separated, from {', '.join(METRICS)} (default: fid,kid,pr,is, plus coverage "
+        f"on labelled data)",
+    )
+    parser.add_argument(
+        "--num-images", "-n", type=int, default=50_000, help="generated images (default 50000)"
+    )
+    parser.add_argument(
+        "--feature-extractor",
+        choices=FEATURE_EXTRACTORS,
+        default="inception",
+        help="feature space of fid/kid/pr/is (classifier: no Inception weights needed; "
+        "results are named classifier_*)",
+    )
+    parser.add_argument(
+        "--inception-weights",
+        default=None,
+        metavar="PATH",
+        help="weights-inception-2015-12-05-6726825d.pth (default: $GANFORGE_INCEPTION_WEIGHTS, "
+        "then $TORCH_HOME/hub/checkpoints/)",
+    )
+    parser.add_argument(
+        "--batch", type=int, default=64, help="images per generator call (default 64)"
+    )
+    parser.add_argument(
+        "--max-real", type=int, default=0, help="real images in the reference (default 0: all)"
+    )
+    parser.add_argument(
+        "--split", default="train", help="dataset split of the real images (default train)"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="first seed; image i uses seed + i (default 0)"
+    )
+    parser.add_argument(
+        "--psi", type=float, default=1.0, help="truncation psi (default 1.0: none, as for FID)"
+    )
+    parser.add_argument(
+        "--noise-mode",
+        choices=("random", "const", "none"),
+        default="random",
+        help="per-pixel noise of StyleGAN generators (default random, as in the papers)",
+    )
+    parser.add_argument(
+        "--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)"
+    )
+    parser.add_argument(
+        "--workers", type=int, default=2, help="DataLoader workers decoding real images"
+    )
     parser.add_argument("--cache-dir", default=None, help="reference-statistics cache folder")
-    parser.add_argument("--tracking-uri", default=None, help="MLflow tracking/registry URI (default: $MLFLOW_TRACKING_URI)")
-    parser.add_argument("--no-tags", action="store_true", help="do not tag the registry model version")
-    parser.add_argument("--log-run", default=None, metavar="RUN_ID", help="also log the metrics to this MLflow run")
+    parser.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="MLflow tracking/registry URI (default: $MLFLOW_TRACKING_URI)",
+    )
+    parser.add_argument(
+        "--no-tags", action="store_true", help="do not tag the registry model version"
+    )
+    parser.add_argument(
+        "--log-run", default=None, metavar="RUN_ID", help="also log the metrics to this MLflow run"
+    )
     parser.add_argument("--out", default=None, help="write the results as JSON to this file")
 
 
@@ -129,18 +174,31 @@ def main(args: argparse.Namespace) -> int:
 
     manifest = load_manifest(args.data)
     metrics = args.metrics or ("fid,kid,pr,is" + (",coverage" if manifest.num_classes >= 2 else ""))
-    cfg = EvalConfig(metrics=metrics, num_images=args.num_images, feature_extractor=args.feature_extractor,
-                     inception_weights=args.inception_weights, batch=args.batch, max_real=args.max_real,
-                     split=args.split, seed=args.seed, num_workers=args.workers)
+    cfg = EvalConfig(
+        metrics=metrics,
+        num_images=args.num_images,
+        feature_extractor=args.feature_extractor,
+        inception_weights=args.inception_weights,
+        batch=args.batch,
+        max_real=args.max_real,
+        split=args.split,
+        seed=args.seed,
+        num_workers=args.workers,
+    )
     preflight(manifest, cfg)  # missing Inception weights fail here, before loading anything
     rank, world_size, gather, device = _distributed(args.device)
     loaded = load_generator(args.model, device=device, tracking_uri=args.tracking_uri)
     if loaded.channels != manifest.channels:
-        raise ValueError(f"{args.model}: the generator makes {loaded.channels}-channel images but {args.data} has "
-                         f"{manifest.channels} channels; evaluate against the dataset it was trained on")
+        raise ValueError(
+            f"{args.model}: the generator makes {loaded.channels}-channel images but {args.data} has "
+            f"{manifest.channels} channels; evaluate against the dataset it was trained on"
+        )
     if loaded.resolution != manifest.resolution and rank == 0:
-        print(f"ganforge eval: warning: generator resolution {loaded.resolution} != dataset resolution "
-              f"{manifest.resolution}; features are computed at each one's own size", file=sys.stderr)
+        print(
+            f"ganforge eval: warning: generator resolution {loaded.resolution} != dataset resolution "
+            f"{manifest.resolution}; features are computed at each one's own size",
+            file=sys.stderr,
+        )
     generator = loaded.generator
 
     def sample(z: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
@@ -149,9 +207,19 @@ def main(args: argparse.Namespace) -> int:
     def log(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
-    results = evaluate(sample, manifest, cfg, z_dim=loaded.z_dim, c_dim=loaded.c_dim, device=device, rank=rank,
-                       world_size=world_size, gather=gather, cache_dir=args.cache_dir,
-                       log=log if rank == 0 else None)
+    results = evaluate(
+        sample,
+        manifest,
+        cfg,
+        z_dim=loaded.z_dim,
+        c_dim=loaded.c_dim,
+        device=device,
+        rank=rank,
+        world_size=world_size,
+        gather=gather,
+        cache_dir=args.cache_dir,
+        log=log if rank == 0 else None,
+    )
     if rank != 0:
         return 0
     width = max(len(k) for k in results)
@@ -160,7 +228,18 @@ def main(args: argparse.Namespace) -> int:
     if args.out:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps({"model": args.model, "dataset": manifest.name, "dataset_sha256": manifest.sha256,
-                                   "num_images": cfg.num_images, "metrics": results}, indent=2) + "\n")
+        out.write_text(
+            json.dumps(
+                {
+                    "model": args.model,
+                    "dataset": manifest.name,
+                    "dataset_sha256": manifest.sha256,
+                    "num_images": cfg.num_images,
+                    "metrics": results,
+                },
+                indent=2,
+            )
+            + "\n"
+        )
     _record(args, results, manifest)
     return 0

@@ -58,9 +58,7 @@ def main(args: argparse.Namespace) -> int:
     from deploy.export import export_generator, verify_export
     from deploy.generator import load_generator
 
-    generator = load_generator(
-        args.model, tracking_uri=tracking_uri
-    )
+    generator = load_generator(args.model, tracking_uri=tracking_uri)
     out = args.out or ("generator.onnx" if args.format == "onnx" else "generator.pt")
     path = export_generator(generator, out, args.format, psi=args.psi, batch=args.batch)
     print(f"wrote {path} ({args.format})")

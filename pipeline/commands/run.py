@@ -22,7 +22,9 @@ from .common import add_config_arguments, config_from_args
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser, default_preset="digits")
     parser.add_argument("--seeds", default="0-63", help="seeds of the final grid (default 0-63)")
-    parser.add_argument("--psi", type=float, default=1.0, help="truncation psi of the final grid (default 1.0)")
+    parser.add_argument(
+        "--psi", type=float, default=1.0, help="truncation psi of the final grid (default 1.0)"
+    )
 
 
 def main(args: argparse.Namespace) -> int:
@@ -54,8 +56,13 @@ def main(args: argparse.Namespace) -> int:
         print("      tracking.enabled=false: generating from the local export instead")
         model_uri = str(result.export_dir)
     else:
-        info = register_export(result.export_dir, model_name=cfg.tracking.model_name, alias=cfg.tracking.alias,
-                               tracking_uri=uri, run_id=result.mlflow_run_id)
+        info = register_export(
+            result.export_dir,
+            model_name=cfg.tracking.model_name,
+            alias=cfg.tracking.alias,
+            tracking_uri=uri,
+            run_id=result.mlflow_run_id,
+        )
         model_uri = f"models:/{info.name}@{cfg.tracking.alias}" if cfg.tracking.alias else info.uri
 
     print(f"[4/4] generate: {model_uri}", flush=True)
@@ -66,19 +73,32 @@ def main(args: argparse.Namespace) -> int:
     grid_path = save_grid(images, Path(cfg.work_dir) / "outputs" / f"{cfg.name}-grid.png")
 
     store = uri
-    ui = f"mlflow ui --backend-store-uri {shlex.quote(store)}" if store.startswith(("sqlite:", "file:")) \
+    ui = (
+        f"mlflow ui --backend-store-uri {shlex.quote(store)}"
+        if store.startswith(("sqlite:", "file:"))
         else f"open {store} in a browser"
+    )
     print()
     print(f"ganforge run finished in {time.time() - started:.0f} s")
     print(f"  shards:       {cfg.data_dir} ({manifest.num_samples} images, manifest.json)")
-    print(f"  run:          {result.run_dir} ({result.images_seen / 1000:.1f} kimg, checkpoints/, export/, samples/)")
-    print(f"  mlflow run:   {result.mlflow_run_id} in experiment {cfg.tracking.experiment!r} at {store}")
+    print(
+        f"  run:          {result.run_dir} ({result.images_seen / 1000:.1f} kimg, checkpoints/, export/, samples/)"
+    )
+    print(
+        f"  mlflow run:   {result.mlflow_run_id} in experiment {cfg.tracking.experiment!r} at {store}"
+    )
     print(f"  model:        {model_uri}")
     evals = {k.split("/", 1)[1]: v for k, v in result.metrics.items() if k.startswith("metrics/")}
     if evals:
-        print("  quality:      " + ", ".join(f"{k} {v:.3f}" for k, v in evals.items())
-              + (" (coverage: share of the 10 digit classes the generator produces; 1.0 = no mode collapse)"
-                 if "coverage" in evals else ""))
+        print(
+            "  quality:      "
+            + ", ".join(f"{k} {v:.3f}" for k, v in evals.items())
+            + (
+                " (coverage: share of the 10 digit classes the generator produces; 1.0 = no mode collapse)"
+                if "coverage" in evals
+                else ""
+            )
+        )
     print(f"  final grid:   {grid_path}")
     print(f"  open the UI:  {ui}")
     return 0

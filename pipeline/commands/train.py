@@ -18,7 +18,9 @@ from .common import add_config_arguments, config_from_args
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser)
-    parser.add_argument("--resume", default=None, help="auto | a checkpoint folder | none (overrides train.resume)")
+    parser.add_argument(
+        "--resume", default=None, help="auto | a checkpoint folder | none (overrides train.resume)"
+    )
 
 
 def main(args: argparse.Namespace) -> int:
@@ -37,13 +39,22 @@ def main(args: argparse.Namespace) -> int:
         from deploy.registry import register_export
         from training.tracking import resolve_tracking_uri
 
-        info = register_export(result.export_dir, model_name=cfg.tracking.model_name, alias=cfg.tracking.alias,
-                               tracking_uri=resolve_tracking_uri(cfg.tracking, cfg.work_dir),
-                               run_id=result.mlflow_run_id)
+        info = register_export(
+            result.export_dir,
+            model_name=cfg.tracking.model_name,
+            alias=cfg.tracking.alias,
+            tracking_uri=resolve_tracking_uri(cfg.tracking, cfg.work_dir),
+            run_id=result.mlflow_run_id,
+        )
         print(f"registered {info.uri} (version {info.version})")
     if result.status == "interrupted":
-        print(f"interrupted at {result.images_seen / 1000:.1f} kimg; checkpoint {result.last_checkpoint}; "
-              f"run the same command again to resume", file=sys.stderr)
+        print(
+            f"interrupted at {result.images_seen / 1000:.1f} kimg; checkpoint {result.last_checkpoint}; "
+            f"run the same command again to resume",
+            file=sys.stderr,
+        )
         return 0
-    print(f"done: {result.images_seen / 1000:.1f} kimg; export {result.export_dir}; grid {result.grid_path}")
+    print(
+        f"done: {result.images_seen / 1000:.1f} kimg; export {result.export_dir}; grid {result.grid_path}"
+    )
     return 0

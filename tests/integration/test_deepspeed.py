@@ -18,8 +18,15 @@ pytestmark = pytest.mark.slow
 
 @pytest.mark.parametrize("stage", [1, 2])
 def test_zero_two_processes_match_one_process(tmp_path, digits_shards, stage):
-    ds = {**DETERMINISTIC, "train.backend": "deepspeed", "train.zero_stage": stage, "train.mixed_precision": "bf16"}
-    run_launch(1, _train_args(tmp_path / "one", digits_shards, **ds, **{"train.batch_per_device": 4}))
+    ds = {
+        **DETERMINISTIC,
+        "train.backend": "deepspeed",
+        "train.zero_stage": stage,
+        "train.mixed_precision": "bf16",
+    }
+    run_launch(
+        1, _train_args(tmp_path / "one", digits_shards, **ds, **{"train.batch_per_device": 4})
+    )
     run_launch(2, _train_args(tmp_path / "two", digits_shards, **ds))
     (w1, s1), (w2, s2) = _final(tmp_path / "one/runs/digits"), _final(tmp_path / "two/runs/digits")
     assert (s1["world_size"], s2["world_size"]) == (1, 2)

@@ -14,16 +14,33 @@ ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 
 TINY = {
-    "prep.resolution": 16, "prep.workers": 1,
-    "data.num_workers": 0, "data.shuffle_buffer": 64,
-    "model.z_dim": 16, "model.w_dim": 16, "model.channel_base": 128, "model.channel_max": 16,
-    "train.batch": 8, "train.total_kimg": 0.032, "train.tick_kimg": 0.016, "train.grid_size": 8,
+    "prep.resolution": 16,
+    "prep.workers": 1,
+    "data.num_workers": 0,
+    "data.shuffle_buffer": 64,
+    "model.z_dim": 16,
+    "model.w_dim": 16,
+    "model.channel_base": 128,
+    "model.channel_max": 16,
+    "train.batch": 8,
+    "train.total_kimg": 0.032,
+    "train.tick_kimg": 0.016,
+    "train.grid_size": 8,
     "eval.num_images": 100,
 }
 
 
 def test_ganforge_run_end_to_end(tmp_path):
-    cmd = [sys.executable, "-m", "pipeline.cli", "run", "--seeds", "0-15", "--set", f"work_dir={tmp_path}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pipeline.cli",
+        "run",
+        "--seeds",
+        "0-15",
+        "--set",
+        f"work_dir={tmp_path}",
+    ]
     for key, value in TINY.items():
         cmd += ["--set", f"{key}={value}"]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
@@ -31,7 +48,15 @@ def test_ganforge_run_end_to_end(tmp_path):
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = proc.stdout
-    for label in ("shards:", "run:", "mlflow run:", "model:", "final grid:", "open the UI:", "quality:"):
+    for label in (
+        "shards:",
+        "run:",
+        "mlflow run:",
+        "model:",
+        "final grid:",
+        "open the UI:",
+        "quality:",
+    ):
         assert label in out
     assert "models:/ganforge-digits@champion" in out
     assert f"mlflow ui --backend-store-uri sqlite:///{tmp_path}/mlflow.db" in out

@@ -21,9 +21,26 @@ pytestmark = pytest.mark.slow
 
 def _server(root: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    proc = start([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-                  "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
-                  "--workers", "1"], root / "server.log", cwd=root)
+    proc = start(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{root / 'mlflow.db'}",
+            "--artifacts-destination",
+            str(root / "artifacts"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        root / "server.log",
+        cwd=root,
+    )
     uri = f"http://127.0.0.1:{port}"
     wait_http(f"{uri}/health", proc, 90, "mlflow server")
     return proc, uri
@@ -46,13 +63,21 @@ def _env() -> dict:
 def test_tracked_run_on_a_server(tmp_path, digits_shards):
     server, uri = _server(tmp_path)
     try:
-        proc = subprocess.run(_train_cmd(tmp_path / "work", digits_shards, uri, **{"train.total_kimg": 0.048}),
-                              cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+        proc = subprocess.run(
+            _train_cmd(tmp_path / "work", digits_shards, uri, **{"train.total_kimg": 0.048}),
+            cwd=ROOT,
+            env=_env(),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert proc.returncode == 0, proc.stderr[-3000:]
         from mlflow.tracking import MlflowClient
 
         client = MlflowClient(tracking_uri=uri)
-        (run,) = client.search_runs([client.get_experiment_by_name("ganforge-digits").experiment_id])
+        (run,) = client.search_runs(
+            [client.get_experiment_by_name("ganforge-digits").experiment_id]
+        )
         assert run.info.status == "FINISHED"
         assert len(client.get_metric_history(run.info.run_id, "loss/g")) == 3
         assert run.data.tags["ganforge.world_size"] == "1"
@@ -68,11 +93,19 @@ def test_tracked_run_on_a_server(tmp_path, digits_shards):
 def test_training_survives_the_server_dying(tmp_path, digits_shards):
     server, uri = _server(tmp_path)
     work = tmp_path / "work"
-    proc = subprocess.Popen(_train_cmd(work, digits_shards, uri, **{"train.total_kimg": 0.4}),
-                            cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        _train_cmd(work, digits_shards, uri, **{"train.total_kimg": 0.4}),
+        cwd=ROOT,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     metrics = work / "runs/digits/metrics.jsonl"
     deadline = time.time() + 180
-    while (not metrics.exists() or len(metrics.read_text().splitlines()) < 2) and time.time() < deadline:
+    while (
+        not metrics.exists() or len(metrics.read_text().splitlines()) < 2
+    ) and time.time() < deadline:
         assert proc.poll() is None, proc.communicate()[1][-3000:]
         time.sleep(0.2)
     stop(server)  # the tracking server goes away mid-run

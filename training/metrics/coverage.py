@@ -86,8 +86,16 @@ class ClassifierNet(nn.Module):
     so the network behaves the same in train and eval mode and on any batch size.
     """
 
-    def __init__(self, *, channels: int, num_classes: int, resolution: int, width: int = 16,
-                 feature_dim: int = 64, max_size: int = 32) -> None:
+    def __init__(
+        self,
+        *,
+        channels: int,
+        num_classes: int,
+        resolution: int,
+        width: int = 16,
+        feature_dim: int = 64,
+        max_size: int = 32,
+    ) -> None:
         super().__init__()
         self.size = max(4, min(resolution, max_size))
         layers: list[nn.Module] = [nn.Conv2d(channels, width, 3, padding=1), nn.LeakyReLU(0.2)]
@@ -96,13 +104,18 @@ class ClassifierNet(nn.Module):
             out = min(2 * ch, 4 * width)
             layers += [nn.Conv2d(ch, out, 3, stride=2, padding=1), nn.LeakyReLU(0.2)]
             ch, size = out, (size + 1) // 2
-        self.body = nn.Sequential(*layers, nn.Flatten(), nn.Linear(ch * size * size, feature_dim), nn.LeakyReLU(0.2))
+        self.body = nn.Sequential(
+            *layers, nn.Flatten(), nn.Linear(ch * size * size, feature_dim), nn.LeakyReLU(0.2)
+        )
         self.head = nn.Linear(feature_dim, num_classes)
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         if images.shape[-1] != self.size or images.shape[-2] != self.size:
-            images = F.interpolate(images, size=(self.size, self.size), mode="area" if images.shape[-1] > self.size
-                                   else "bilinear")
+            images = F.interpolate(
+                images,
+                size=(self.size, self.size),
+                mode="area" if images.shape[-1] > self.size else "bilinear",
+            )
         return self.body(images)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -135,26 +148,39 @@ class ClassifierFeatures(FeatureExtractor):
 
 
 def classifier_kwargs(manifest: Manifest, cfg: ClassifierConfig) -> dict:
-    return {"channels": manifest.channels, "num_classes": manifest.num_classes, "resolution": manifest.resolution,
-            "width": cfg.width, "feature_dim": cfg.feature_dim, "max_size": cfg.max_size}
+    return {
+        "channels": manifest.channels,
+        "num_classes": manifest.num_classes,
+        "resolution": manifest.resolution,
+        "width": cfg.width,
+        "feature_dim": cfg.feature_dim,
+        "max_size": cfg.max_size,
+    }
 
 
 def classifier_key(manifest: Manifest, cfg: ClassifierConfig) -> str:
-    blob = json.dumps({"manifest": manifest.sha256, "config": asdict(cfg), "version": FORMAT_VERSION}, sort_keys=True)
+    blob = json.dumps(
+        {"manifest": manifest.sha256, "config": asdict(cfg), "version": FORMAT_VERSION},
+        sort_keys=True,
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def check_labelled(manifest: Manifest) -> None:
     if manifest.num_classes < 2:
-        raise ValueError(f"coverage: the dataset {manifest.name!r} has {manifest.num_classes} classes; the "
-                         f"coverage metric needs labelled data with at least 2 classes (prep with labels, or "
-                         f"evaluate with fid/kid/pr instead)")
+        raise ValueError(
+            f"coverage: the dataset {manifest.name!r} has {manifest.num_classes} classes; the "
+            f"coverage metric needs labelled data with at least 2 classes (prep with labels, or "
+            f"evaluate with fid/kid/pr instead)"
+        )
 
 
 def _read_all(manifest: Manifest, max_images: int, split: str) -> tuple[torch.Tensor, torch.Tensor]:
     from training.data import DataConfig, build_loader
 
-    loader = build_loader(manifest, DataConfig(num_workers=0, shuffle_buffer=0), batch=256, mode="epoch", split=split)
+    loader = build_loader(
+        manifest, DataConfig(num_workers=0, shuffle_buffer=0), batch=256, mode="epoch", split=split
+    )
     images, labels, seen = [], [], 0
     for x, y in loader:
         images.append(x)
@@ -164,9 +190,14 @@ def _read_all(manifest: Manifest, max_images: int, split: str) -> tuple[torch.Te
             break
     if not images:
         raise ValueError(f"coverage: the {split} split of {manifest.name!r} yielded no images")
-    images_t, labels_t = torch.cat(images)[:max_images or None], torch.cat(labels)[:max_images or None]
+    images_t, labels_t = (
+        torch.cat(images)[: max_images or None],
+        torch.cat(labels)[: max_images or None],
+    )
     if (labels_t < 0).any():
-        raise ValueError(f"coverage: {int((labels_t < 0).sum())} images of {manifest.name!r} have no label")
+        raise ValueError(
+            f"coverage: {int((labels_t < 0).sum())} images of {manifest.name!r} have no label"
+        )
     return images_t, labels_t
 
 
@@ -178,7 +209,7 @@ def _shift(images: torch.Tensor, pad: int, generator: torch.Generator) -> torch.
     n, _, h, w = images.shape
     padded = F.pad(images, (pad, pad, pad, pad), mode="reflect")
     dy, dx = torch.randint(0, 2 * pad + 1, (2, n), generator=generator).tolist()
-    return torch.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(n)])
+    return torch.stack([padded[i, :, dy[i] : dy[i] + h, dx[i] : dx[i] + w] for i in range(n)])
 
 
 def reset_parameters(net: nn.Module, generator: torch.Generator) -> None:
@@ -191,13 +222,26 @@ def reset_parameters(net: nn.Module, generator: torch.Generator) -> None:
             nn.init.uniform_(module.bias, -bound, bound, generator=generator)
 
 
-def train_classifier(images: torch.Tensor, labels: torch.Tensor, *, num_classes: int, resolution: int,
-                     cfg: ClassifierConfig | None = None, device: torch.device | str = "cpu") -> tuple[ClassifierNet, float]:
+def train_classifier(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    num_classes: int,
+    resolution: int,
+    cfg: ClassifierConfig | None = None,
+    device: torch.device | str = "cpu",
+) -> tuple[ClassifierNet, float]:
     """uint8 images [N, C, H, W] + labels [N] -> (trained net in eval mode, held-out accuracy)."""
     cfg = cfg or ClassifierConfig()
     generator = torch.Generator().manual_seed(cfg.seed)
-    net = ClassifierNet(channels=images.shape[1], num_classes=num_classes, resolution=resolution,
-                        width=cfg.width, feature_dim=cfg.feature_dim, max_size=cfg.max_size)
+    net = ClassifierNet(
+        channels=images.shape[1],
+        num_classes=num_classes,
+        resolution=resolution,
+        width=cfg.width,
+        feature_dim=cfg.feature_dim,
+        max_size=cfg.max_size,
+    )
     reset_parameters(net, generator)
     net = net.to(device).train()
     order = torch.randperm(len(images), generator=generator)
@@ -208,7 +252,7 @@ def train_classifier(images: torch.Tensor, labels: torch.Tensor, *, num_classes:
     for _epoch in range(cfg.epochs):
         perm = train_idx[torch.randperm(len(train_idx), generator=generator)]
         for i in range(0, len(perm), cfg.batch):
-            idx = perm[i:i + cfg.batch]
+            idx = perm[i : i + cfg.batch]
             x = _shift(to_unit(images[idx]), pad, generator).to(device)
             _, logits = net(x)
             loss = F.cross_entropy(logits, labels[idx].to(device))
@@ -219,15 +263,25 @@ def train_classifier(images: torch.Tensor, labels: torch.Tensor, *, num_classes:
     accuracy = float("nan")
     if n_val:
         with torch.no_grad():
-            preds = torch.cat([net(to_unit(images[val_idx[i:i + 512]]).to(device))[1].argmax(1).cpu()
-                               for i in range(0, n_val, 512)])
+            preds = torch.cat(
+                [
+                    net(to_unit(images[val_idx[i : i + 512]]).to(device))[1].argmax(1).cpu()
+                    for i in range(0, n_val, 512)
+                ]
+            )
         accuracy = float((preds == labels[val_idx]).float().mean())
     return net, accuracy
 
 
-def load_or_train_classifier(manifest: Manifest, *, cfg: ClassifierConfig | None = None,
-                             cache_dir: str | os.PathLike | None = None, device: torch.device | str = "cpu",
-                             split: str = "train", log=None) -> ClassifierFeatures:
+def load_or_train_classifier(
+    manifest: Manifest,
+    *,
+    cfg: ClassifierConfig | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    device: torch.device | str = "cpu",
+    split: str = "train",
+    log=None,
+) -> ClassifierFeatures:
     """The coverage classifier of this manifest: from the cache, or trained now and cached."""
     cfg = cfg or ClassifierConfig()
     check_labelled(manifest)
@@ -247,30 +301,57 @@ def load_or_train_classifier(manifest: Manifest, *, cfg: ClassifierConfig | None
             except (OSError, ValueError, RuntimeError, json.JSONDecodeError):
                 pass  # torn or stale: retrain
     if log is not None:
-        log(f"training the coverage classifier on {manifest.name!r} ({manifest.num_classes} classes); "
-            f"cached in {write_dir}")
+        log(
+            f"training the coverage classifier on {manifest.name!r} ({manifest.num_classes} classes); "
+            f"cached in {write_dir}"
+        )
     images, labels = _read_all(manifest, cfg.max_images, split)
-    net, accuracy = train_classifier(images, labels, num_classes=manifest.num_classes,
-                                     resolution=manifest.resolution, cfg=cfg, device=device)
+    net, accuracy = train_classifier(
+        images,
+        labels,
+        num_classes=manifest.num_classes,
+        resolution=manifest.resolution,
+        cfg=cfg,
+        device=device,
+    )
     if not math.isnan(accuracy) and accuracy < MIN_ACCURACY:
-        warnings.warn(f"the coverage classifier reaches only {accuracy:.0%} held-out accuracy on {manifest.name!r}; "
-                      f"coverage/class_entropy are unreliable for this dataset", stacklevel=2)
-    meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "kwargs": kwargs, "config": asdict(cfg),
-            "manifest_sha256": manifest.sha256, "dataset": manifest.name, "class_names": manifest.class_names,
-            "num_train_images": len(images), "val_accuracy": accuracy}
+        warnings.warn(
+            f"the coverage classifier reaches only {accuracy:.0%} held-out accuracy on {manifest.name!r}; "
+            f"coverage/class_entropy are unreliable for this dataset",
+            stacklevel=2,
+        )
+    meta = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "kwargs": kwargs,
+        "config": asdict(cfg),
+        "manifest_sha256": manifest.sha256,
+        "dataset": manifest.name,
+        "class_names": manifest.class_names,
+        "num_train_images": len(images),
+        "val_accuracy": accuracy,
+    }
     try:
-        atomic_save_safetensors(dict(net.state_dict()), Path(write_dir) / f"classifier-{key}.safetensors", meta)
+        atomic_save_safetensors(
+            dict(net.state_dict()), Path(write_dir) / f"classifier-{key}.safetensors", meta
+        )
     except OSError as exc:
         if log is not None:
-            log(f"could not cache the coverage classifier in {write_dir} ({exc}); it will be retrained")
+            log(
+                f"could not cache the coverage classifier in {write_dir} ({exc}); it will be retrained"
+            )
     return ClassifierFeatures(net, key, meta)
 
 
 def coverage_stats(predictions: torch.Tensor, num_classes: int) -> dict[str, float]:
     """Predicted class ids of generated samples [M] -> coverage and normalised class entropy."""
-    counts = torch.bincount(predictions.long().flatten().cpu(), minlength=num_classes)[:num_classes].double()
+    counts = torch.bincount(predictions.long().flatten().cpu(), minlength=num_classes)[
+        :num_classes
+    ].double()
     share = counts / counts.sum().clamp(min=1)
     coverage = float((share >= 1.0 / (4 * num_classes)).double().mean())
     nonzero = share[share > 0]
-    entropy = float(-(nonzero * nonzero.log()).sum() / math.log(num_classes)) + 0.0  # + 0.0: no "-0.0"
+    entropy = (
+        float(-(nonzero * nonzero.log()).sum() / math.log(num_classes)) + 0.0
+    )  # + 0.0: no "-0.0"
     return {"coverage": coverage, "class_entropy": entropy}

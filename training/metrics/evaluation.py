@@ -53,9 +53,17 @@ DISTRIBUTION_METRICS = ("fid", "kid", "pr", "is")
 FEATURE_EXTRACTORS = ("inception", "classifier")
 # result name -> True when higher is better
 RESULTS: dict[str, bool] = {
-    "fid": False, "kid": False, "precision": True, "recall": True, "is": True,
-    "coverage": True, "class_entropy": True,
-    "classifier_fd": False, "classifier_kid": False, "classifier_precision": True, "classifier_recall": True,
+    "fid": False,
+    "kid": False,
+    "precision": True,
+    "recall": True,
+    "is": True,
+    "coverage": True,
+    "class_entropy": True,
+    "classifier_fd": False,
+    "classifier_kid": False,
+    "classifier_precision": True,
+    "classifier_recall": True,
     "classifier_is": True,
 }
 
@@ -108,7 +116,9 @@ class EvalConfig:
         if self.every_kimg < 0:
             raise ValueError(f"every_kimg: must be >= 0 (0: off), got {self.every_kimg}")
         if self.feature_extractor not in FEATURE_EXTRACTORS:
-            raise ValueError(f"feature_extractor: {self.feature_extractor!r} - valid: {', '.join(FEATURE_EXTRACTORS)}")
+            raise ValueError(
+                f"feature_extractor: {self.feature_extractor!r} - valid: {', '.join(FEATURE_EXTRACTORS)}"
+            )
         if self.batch <= 0:
             raise ValueError(f"batch: must be positive, got {self.batch}")
         if self.max_real < 0:
@@ -116,16 +126,22 @@ class EvalConfig:
         if self.num_workers < 0:
             raise ValueError(f"num_workers: must be >= 0, got {self.num_workers}")
         if self.keep_best is not None and self.keep_best not in result_names(self):
-            raise ValueError(f"keep_best: {self.keep_best!r} is not computed by metrics={self.metrics} with "
-                             f"feature_extractor={self.feature_extractor}; choose one of {', '.join(result_names(self))}")
+            raise ValueError(
+                f"keep_best: {self.keep_best!r} is not computed by metrics={self.metrics} with "
+                f"feature_extractor={self.feature_extractor}; choose one of {', '.join(result_names(self))}"
+            )
 
 
 def result_names(cfg: EvalConfig) -> list[str]:
     """The keys ``evaluate`` returns for ``cfg``, in order."""
     p = "" if cfg.feature_extractor == "inception" else "classifier_"
-    names = {"fid": ["fid" if not p else "classifier_fd"], "kid": [f"{p}kid"],
-             "pr": [f"{p}precision", f"{p}recall"], "is": [f"{p}is"],
-             "coverage": ["coverage", "class_entropy", "classifier_fd"]}
+    names = {
+        "fid": ["fid" if not p else "classifier_fd"],
+        "kid": [f"{p}kid"],
+        "pr": [f"{p}precision", f"{p}recall"],
+        "is": [f"{p}is"],
+        "coverage": ["coverage", "class_entropy", "classifier_fd"],
+    }
     return list(dict.fromkeys(n for m in cfg.metrics for n in names[m]))
 
 
@@ -151,7 +167,9 @@ def is_better(metric: str, value: float, best: float | None) -> bool:
 def _needs(cfg: EvalConfig) -> tuple[bool, bool]:
     distribution = any(m in DISTRIBUTION_METRICS for m in cfg.metrics)
     inception = distribution and cfg.feature_extractor == "inception"
-    classifier = "coverage" in cfg.metrics or (distribution and cfg.feature_extractor == "classifier")
+    classifier = "coverage" in cfg.metrics or (
+        distribution and cfg.feature_extractor == "classifier"
+    )
     return inception, classifier
 
 
@@ -165,25 +183,45 @@ def preflight(manifest: Manifest, cfg: EvalConfig) -> None:
         check_inception(cfg.inception_weights)
 
 
-def shared_classifier(manifest: Manifest, *, cache_dir, device: torch.device, rank: int, world_size: int,
-                      gather: Gather, log=None) -> ClassifierFeatures:
+def shared_classifier(
+    manifest: Manifest,
+    *,
+    cache_dir,
+    device: torch.device,
+    rank: int,
+    world_size: int,
+    gather: Gather,
+    log=None,
+) -> ClassifierFeatures:
     """Rank 0 loads or trains the classifier; its weights are broadcast so all ranks agree."""
     cfg = ClassifierConfig()
     if rank == 0:
-        classifier = load_or_train_classifier(manifest, cfg=cfg, cache_dir=cache_dir, device=device, log=log)
+        classifier = load_or_train_classifier(
+            manifest, cfg=cfg, cache_dir=cache_dir, device=device, log=log
+        )
         if world_size == 1:
             return classifier
         net = classifier.net
     else:
         net = ClassifierNet(**classifier_kwargs(manifest, cfg)).to(device)
     flat = torch.nn.utils.parameters_to_vector(net.parameters()).detach()
-    torch.nn.utils.vector_to_parameters(broadcast_from_main(flat, gather, rank, world_size), net.parameters())
+    torch.nn.utils.vector_to_parameters(
+        broadcast_from_main(flat, gather, rank, world_size), net.parameters()
+    )
     return classifier if rank == 0 else ClassifierFeatures(net, classifier_key(manifest, cfg))
 
 
-def build_extractors(manifest: Manifest, cfg: EvalConfig, *, device: torch.device | str = "cpu", cache_dir=None,
-                     rank: int = 0, world_size: int = 1, gather: Gather | None = None,
-                     log=None) -> dict[str, FeatureExtractor]:
+def build_extractors(
+    manifest: Manifest,
+    cfg: EvalConfig,
+    *,
+    device: torch.device | str = "cpu",
+    cache_dir=None,
+    rank: int = 0,
+    world_size: int = 1,
+    gather: Gather | None = None,
+    log=None,
+) -> dict[str, FeatureExtractor]:
     """{"inception": ..., "classifier": ...} as needed by ``cfg``; fails before any heavy work."""
     device = torch.device(device)
     gather = resolve_gather(gather, world_size)
@@ -193,8 +231,15 @@ def build_extractors(manifest: Manifest, cfg: EvalConfig, *, device: torch.devic
     if need_inception:
         extractors["inception"] = inception_extractor(cfg.inception_weights).to(device)
     if need_classifier:
-        extractors["classifier"] = shared_classifier(manifest, cache_dir=cache_dir, device=device, rank=rank,
-                                                     world_size=world_size, gather=gather, log=log)
+        extractors["classifier"] = shared_classifier(
+            manifest,
+            cache_dir=cache_dir,
+            device=device,
+            rank=rank,
+            world_size=world_size,
+            gather=gather,
+            log=log,
+        )
     return extractors
 
 
@@ -210,8 +255,9 @@ def _seeded(device: torch.device, seed: int) -> Iterator[None]:
         yield
 
 
-def latents_and_labels(indices: range, z_dim: int, class_probs: np.ndarray | None, seed: int
-                       ) -> tuple[np.ndarray, np.ndarray | None]:
+def latents_and_labels(
+    indices: range, z_dim: int, class_probs: np.ndarray | None, seed: int
+) -> tuple[np.ndarray, np.ndarray | None]:
     """Image i -> ``RandomState(seed + i)``: ``randn(z_dim)``, then a class drawn from ``class_probs``."""
     z = np.zeros([len(indices), z_dim], dtype=np.float32)
     labels = None if class_probs is None else np.zeros(len(indices), dtype=np.int64)
@@ -220,7 +266,9 @@ def latents_and_labels(indices: range, z_dim: int, class_probs: np.ndarray | Non
         rs = np.random.RandomState((seed + i) % 2**32)
         z[row] = rs.randn(z_dim)
         if cdf is not None:
-            labels[row] = min(int(np.searchsorted(cdf, rs.random_sample() * cdf[-1], side="right")), len(cdf) - 1)
+            labels[row] = min(
+                int(np.searchsorted(cdf, rs.random_sample() * cdf[-1], side="right")), len(cdf) - 1
+            )
     return z, labels
 
 
@@ -229,17 +277,30 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
     return (images.float() * 127.5 + 128).clamp(0, 255).to(torch.uint8)
 
 
-def generated_features(sample_fn: SampleFn, extractors: list[FeatureExtractor], *, num_images: int, z_dim: int,
-                       c_dim: int, class_probs: np.ndarray | None, batch: int, device: torch.device, seed: int = 0,
-                       rank: int = 0, world_size: int = 1, gather: Gather | None = None) -> list[torch.Tensor]:
+def generated_features(
+    sample_fn: SampleFn,
+    extractors: list[FeatureExtractor],
+    *,
+    num_images: int,
+    z_dim: int,
+    c_dim: int,
+    class_probs: np.ndarray | None,
+    batch: int,
+    device: torch.device,
+    seed: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
+    gather: Gather | None = None,
+) -> list[torch.Tensor]:
     """This rank's contiguous slice of the images, through every extractor, gathered in index order."""
     gather = resolve_gather(gather, world_size)
     start, stop = rank * num_images // world_size, (rank + 1) * num_images // world_size
     outputs: list[list[torch.Tensor]] = [[] for _ in extractors]
     with torch.no_grad(), _seeded(device, seed * 1_000_003 + rank):
         for lo in range(start, stop, batch):
-            z, labels = latents_and_labels(range(lo, min(lo + batch, stop)), z_dim, class_probs if c_dim else None,
-                                           seed)
+            z, labels = latents_and_labels(
+                range(lo, min(lo + batch, stop)), z_dim, class_probs if c_dim else None, seed
+            )
             c = None
             if c_dim:
                 c = torch.zeros([len(z), c_dim], device=device)
@@ -247,17 +308,35 @@ def generated_features(sample_fn: SampleFn, extractors: list[FeatureExtractor], 
             images = to_uint8(sample_fn(torch.from_numpy(z).to(device), c))
             for out, extractor in zip(outputs, extractors):
                 out.append(extractor(images).float())
-    return [gather_padded(torch.cat(out) if out else torch.zeros(0, e.num_features, device=device), gather, world_size)
-            for out, e in zip(outputs, extractors)]
+    return [
+        gather_padded(
+            torch.cat(out) if out else torch.zeros(0, e.num_features, device=device),
+            gather,
+            world_size,
+        )
+        for out, e in zip(outputs, extractors)
+    ]
 
 
-def _class_probs(labels: torch.Tensor | None, c_dim: int, device: torch.device, gather: Gather, rank: int,
-                 world_size: int) -> np.ndarray | None:
+def _class_probs(
+    labels: torch.Tensor | None,
+    c_dim: int,
+    device: torch.device,
+    gather: Gather,
+    rank: int,
+    world_size: int,
+) -> np.ndarray | None:
     """The real label distribution (rank 0's reference labels), uniform when unknown."""
     if c_dim == 0:
         return None
     probs = torch.full([c_dim], 1.0 / c_dim, dtype=torch.float64, device=device)
-    if rank == 0 and labels is not None and len(labels) and labels.min() >= 0 and labels.max() < c_dim:
+    if (
+        rank == 0
+        and labels is not None
+        and len(labels)
+        and labels.min() >= 0
+        and labels.max() < c_dim
+    ):
         probs = torch.bincount(labels.long(), minlength=c_dim).double().to(device)
         probs = probs / probs.sum()
     return broadcast_from_main(probs, gather, rank, world_size).cpu().numpy()
@@ -289,19 +368,50 @@ def evaluate(
     gather = resolve_gather(gather, world_size)
     names = result_names(cfg)
     start = time.time()
-    extractors = build_extractors(manifest, cfg, device=device, cache_dir=cache_dir, rank=rank,
-                                  world_size=world_size, gather=gather, log=log)
+    extractors = build_extractors(
+        manifest,
+        cfg,
+        device=device,
+        cache_dir=cache_dir,
+        rank=rank,
+        world_size=world_size,
+        gather=gather,
+        log=log,
+    )
     kinds, ext_list = list(extractors), list(extractors.values())
-    reals = reference_features(manifest, ext_list, cache_dir=cache_dir, split=cfg.split, max_images=cfg.max_real,
-                               batch=cfg.batch, device=device, rank=rank, world_size=world_size, gather=gather,
-                               num_workers=cfg.num_workers, log=log)
-    class_probs = _class_probs(reals[0].labels if reals[0] is not None else None, c_dim, device, gather, rank,
-                               world_size)
+    reals = reference_features(
+        manifest,
+        ext_list,
+        cache_dir=cache_dir,
+        split=cfg.split,
+        max_images=cfg.max_real,
+        batch=cfg.batch,
+        device=device,
+        rank=rank,
+        world_size=world_size,
+        gather=gather,
+        num_workers=cfg.num_workers,
+        log=log,
+    )
+    class_probs = _class_probs(
+        reals[0].labels if reals[0] is not None else None, c_dim, device, gather, rank, world_size
+    )
     if log is not None:
         log(f"generating {cfg.num_images} images for {', '.join(cfg.metrics)}")
-    fakes = generated_features(sample_fn, ext_list, num_images=cfg.num_images, z_dim=z_dim, c_dim=c_dim,
-                               class_probs=class_probs, batch=cfg.batch, device=device, seed=cfg.seed, rank=rank,
-                               world_size=world_size, gather=gather)
+    fakes = generated_features(
+        sample_fn,
+        ext_list,
+        num_images=cfg.num_images,
+        z_dim=z_dim,
+        c_dim=c_dim,
+        class_probs=class_probs,
+        batch=cfg.batch,
+        device=device,
+        seed=cfg.seed,
+        rank=rank,
+        world_size=world_size,
+        gather=gather,
+    )
     values = torch.full([len(names)], float("nan"), dtype=torch.float64, device=device)
     if rank == 0:
         real = {k: r.features for k, r in zip(kinds, reals)}
@@ -311,19 +421,30 @@ def evaluate(
     values = broadcast_from_main(values, gather, rank, world_size)
     out = dict(zip(names, values.tolist()))
     if log is not None:
-        log(f"evaluated in {time.time() - start:.1f} s: " + ", ".join(f"{k}={v:.4g}" for k, v in out.items()))
+        log(
+            f"evaluated in {time.time() - start:.1f} s: "
+            + ", ".join(f"{k}={v:.4g}" for k, v in out.items())
+        )
     return out
 
 
-def compute_metrics(cfg: EvalConfig, extractors: dict[str, FeatureExtractor], real: dict[str, torch.Tensor],
-                    fake: dict[str, torch.Tensor]) -> dict[str, float]:
+def compute_metrics(
+    cfg: EvalConfig,
+    extractors: dict[str, FeatureExtractor],
+    real: dict[str, torch.Tensor],
+    fake: dict[str, torch.Tensor],
+) -> dict[str, float]:
     """The metrics of ``cfg`` from gathered features ``{extractor kind: [N, D]}`` (one process)."""
     with torch.no_grad():
         return _compute(cfg, extractors, real, fake)
 
 
-def _compute(cfg: EvalConfig, extractors: dict[str, FeatureExtractor], real: dict[str, torch.Tensor],
-             fake: dict[str, torch.Tensor]) -> dict[str, float]:
+def _compute(
+    cfg: EvalConfig,
+    extractors: dict[str, FeatureExtractor],
+    real: dict[str, torch.Tensor],
+    fake: dict[str, torch.Tensor],
+) -> dict[str, float]:
     results: dict[str, float] = {}
     kind = cfg.feature_extractor
     p = "" if kind == "inception" else "classifier_"
@@ -344,11 +465,26 @@ def _compute(cfg: EvalConfig, extractors: dict[str, FeatureExtractor], real: dic
     return results
 
 
-def precompute_reference(manifest: Manifest, cfg: EvalConfig, *, device: torch.device | str = "cpu",
-                         cache_dir: str | os.PathLike | None = None, log=None) -> list[str]:
+def precompute_reference(
+    manifest: Manifest,
+    cfg: EvalConfig,
+    *,
+    device: torch.device | str = "cpu",
+    cache_dir: str | os.PathLike | None = None,
+    log=None,
+) -> list[str]:
     """Cache the real-data features (and coverage classifier) ``cfg`` needs; for ``ganforge prep``.
     Returns the names of the feature spaces now cached."""
     extractors = build_extractors(manifest, cfg, device=device, cache_dir=cache_dir, log=log)
-    reference_features(manifest, list(extractors.values()), cache_dir=cache_dir, split=cfg.split,
-                       max_images=cfg.max_real, batch=cfg.batch, device=device, num_workers=cfg.num_workers, log=log)
+    reference_features(
+        manifest,
+        list(extractors.values()),
+        cache_dir=cache_dir,
+        split=cfg.split,
+        max_images=cfg.max_real,
+        batch=cfg.batch,
+        device=device,
+        num_workers=cfg.num_workers,
+        log=log,
+    )
     return [e.name for e in extractors.values()]

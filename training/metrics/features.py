@@ -66,18 +66,25 @@ def resolve_inception_weights(explicit: str | os.PathLike | None = None) -> Path
         path = Path(explicit).expanduser()
         if path.is_file():
             return path
-        raise InceptionWeightsError(_missing_weights_message([f"{path} (given explicitly): no such file"]))
+        raise InceptionWeightsError(
+            _missing_weights_message([f"{path} (given explicitly): no such file"])
+        )
     env = os.environ.get(WEIGHTS_ENV)
     if env:
         path = Path(env).expanduser()
         if path.is_file():
             return path
-        raise InceptionWeightsError(_missing_weights_message([f"{path} (from ${WEIGHTS_ENV}): no such file"]))
+        raise InceptionWeightsError(
+            _missing_weights_message([f"{path} (from ${WEIGHTS_ENV}): no such file"])
+        )
     hub = hub_weights_path()
     if hub.is_file():
         return hub
-    raise InceptionWeightsError(_missing_weights_message(
-        [f"--inception-weights / ${WEIGHTS_ENV}: not set", f"{hub}: no such file"]))
+    raise InceptionWeightsError(
+        _missing_weights_message(
+            [f"--inception-weights / ${WEIGHTS_ENV}: not set", f"{hub}: no such file"]
+        )
+    )
 
 
 def torch_fidelity_available() -> bool:
@@ -132,11 +139,16 @@ class InceptionFeatures(FeatureExtractor):
         super().__init__()
         from torchmetrics.image.fid import NoTrainInceptionV3
 
-        kwargs = {"name": "inception-v3-compat", "features_list": ["2048"],
-                  "feature_extractor_weights_path": str(weights_path)}
+        kwargs = {
+            "name": "inception-v3-compat",
+            "features_list": ["2048"],
+            "feature_extractor_weights_path": str(weights_path),
+        }
         try:
             self.net = NoTrainInceptionV3(**kwargs, antialias=False)
-        except TypeError:  # torchmetrics < 1.5 has no antialias switch (and always used TF1 resizing)
+        except (
+            TypeError
+        ):  # torchmetrics < 1.5 has no antialias switch (and always used TF1 resizing)
             self.net = NoTrainInceptionV3(**kwargs)
         self.net.requires_grad_(False)
         self.name = f"inception-v3-2048-{Path(weights_path).name}"

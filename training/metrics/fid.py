@@ -45,10 +45,14 @@ def seeded_cpu_rng(seed: int) -> Iterator[None]:
 
 def _check(real: torch.Tensor, fake: torch.Tensor, need: int, what: str) -> None:
     if real.ndim != 2 or fake.ndim != 2 or real.shape[1] != fake.shape[1]:
-        raise ValueError(f"{what}: expected features [N, D] with equal D, got {list(real.shape)} and {list(fake.shape)}")
+        raise ValueError(
+            f"{what}: expected features [N, D] with equal D, got {list(real.shape)} and {list(fake.shape)}"
+        )
     if len(real) < need or len(fake) < need:
-        raise ValueError(f"{what}: needs at least {need} real and {need} generated samples, "
-                         f"got {len(real)} and {len(fake)}; raise eval.num_images")
+        raise ValueError(
+            f"{what}: needs at least {need} real and {need} generated samples, "
+            f"got {len(real)} and {len(fake)}; raise eval.num_images"
+        )
 
 
 def frechet_distance(real: torch.Tensor, fake: torch.Tensor) -> float:
@@ -56,7 +60,9 @@ def frechet_distance(real: torch.Tensor, fake: torch.Tensor) -> float:
     from torchmetrics.image.fid import FrechetInceptionDistance
 
     _check(real, fake, 2, "fid")
-    metric = FrechetInceptionDistance(feature=Passthrough(real.shape[1]), **_NO_SYNC).to(real.device)
+    metric = FrechetInceptionDistance(feature=Passthrough(real.shape[1]), **_NO_SYNC).to(
+        real.device
+    )
     for chunk in real.split(_CHUNK):
         metric.update(chunk.double(), real=True)
     for chunk in fake.split(_CHUNK):
@@ -64,8 +70,14 @@ def frechet_distance(real: torch.Tensor, fake: torch.Tensor) -> float:
     return float(metric.compute())
 
 
-def kernel_distance(real: torch.Tensor, fake: torch.Tensor, *, subsets: int = 100, subset_size: int = 1000,
-                    seed: int = 0) -> float:
+def kernel_distance(
+    real: torch.Tensor,
+    fake: torch.Tensor,
+    *,
+    subsets: int = 100,
+    subset_size: int = 1000,
+    seed: int = 0,
+) -> float:
     """KID (mean over ``subsets`` random subsets of ``min(subset_size, N, M)`` samples each)."""
     import warnings
 
@@ -75,8 +87,9 @@ def kernel_distance(real: torch.Tensor, fake: torch.Tensor, *, subsets: int = 10
     size = min(subset_size, len(real), len(fake))
     with warnings.catch_warnings():  # "will save all extracted features": that is the point here
         warnings.filterwarnings("ignore", message=".*save all extracted features.*")
-        metric = KernelInceptionDistance(feature=Passthrough(real.shape[1]), subsets=subsets, subset_size=size,
-                                         **_NO_SYNC).to(real.device)
+        metric = KernelInceptionDistance(
+            feature=Passthrough(real.shape[1]), subsets=subsets, subset_size=size, **_NO_SYNC
+        ).to(real.device)
     # float64: the cubic kernel of 2048-d features loses digits in float32
     metric.update(real.double(), real=True)
     metric.update(fake.double(), real=False)
@@ -92,10 +105,14 @@ def inception_score(logits: torch.Tensor, *, splits: int = 10, seed: int = 0) ->
     from torchmetrics.image.inception import InceptionScore
 
     if logits.ndim != 2 or len(logits) < splits:
-        raise ValueError(f"is: needs logits [M, K] with M >= {splits} (splits), got {list(logits.shape)}")
+        raise ValueError(
+            f"is: needs logits [M, K] with M >= {splits} (splits), got {list(logits.shape)}"
+        )
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*save all extracted features.*")
-        metric = InceptionScore(feature=Passthrough(logits.shape[1]), splits=splits, **_NO_SYNC).to(logits.device)
+        metric = InceptionScore(feature=Passthrough(logits.shape[1]), splits=splits, **_NO_SYNC).to(
+            logits.device
+        )
     metric.update(logits.double())
     with seeded_cpu_rng(seed), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*degrees of freedom.*")  # the std of splits=1
@@ -103,31 +120,40 @@ def inception_score(logits: torch.Tensor, *, splits: int = 10, seed: int = 0) ->
     return float(mean)
 
 
-def _pairwise_blocks(rows: torch.Tensor, cols: torch.Tensor, batch: int) -> Iterator[tuple[int, int, torch.Tensor]]:
+def _pairwise_blocks(
+    rows: torch.Tensor, cols: torch.Tensor, batch: int
+) -> Iterator[tuple[int, int, torch.Tensor]]:
     for i in range(0, len(rows), batch):
         for j in range(0, len(cols), batch):
-            yield i, j, torch.cdist(rows[i:i + batch], cols[j:j + batch])
+            yield i, j, torch.cdist(rows[i : i + batch], cols[j : j + batch])
 
 
 def knn_radii(features: torch.Tensor, k: int = 3, batch: int = 4096) -> torch.Tensor:
     """Distance from each sample to its k-th nearest neighbour in the same set (self excluded)."""
     radii = []
     for i in range(0, len(features), batch):
-        rows = features[i:i + batch]
-        dist = torch.cat([torch.cdist(rows, features[j:j + batch]) for j in range(0, len(features), batch)], dim=1)
+        rows = features[i : i + batch]
+        dist = torch.cat(
+            [torch.cdist(rows, features[j : j + batch]) for j in range(0, len(features), batch)],
+            dim=1,
+        )
         radii.append(dist.kthvalue(k + 1, dim=1).values)  # +1: the sample itself, at distance 0
     return torch.cat(radii)
 
 
-def _fraction_inside(queries: torch.Tensor, manifold: torch.Tensor, radii: torch.Tensor, batch: int) -> float:
+def _fraction_inside(
+    queries: torch.Tensor, manifold: torch.Tensor, radii: torch.Tensor, batch: int
+) -> float:
     """Fraction of ``queries`` within ``radii[j]`` of some ``manifold[j]``."""
     inside = torch.zeros(len(queries), dtype=torch.bool, device=queries.device)
     for i, j, dist in _pairwise_blocks(queries, manifold, batch):
-        inside[i:i + len(dist)] |= (dist <= radii[j:j + dist.shape[1]]).any(dim=1)
+        inside[i : i + len(dist)] |= (dist <= radii[j : j + dist.shape[1]]).any(dim=1)
     return float(inside.float().mean())
 
 
-def precision_recall(real: torch.Tensor, fake: torch.Tensor, *, k: int = 3, batch: int = 4096) -> tuple[float, float]:
+def precision_recall(
+    real: torch.Tensor, fake: torch.Tensor, *, k: int = 3, batch: int = 4096
+) -> tuple[float, float]:
     """Improved precision and recall (Kynkaenniemi et al. 2019) with k-NN balls, k=3 as NVlabs."""
     _check(real, fake, k + 1, "pr")
     real, fake = real.float(), fake.float()

@@ -21,8 +21,10 @@ def identity(tensor: torch.Tensor) -> torch.Tensor:
 def resolve_gather(gather: Gather | None, world_size: int) -> Gather:
     if gather is None:
         if world_size > 1:
-            raise ValueError(f"gather: a collective is required when world_size={world_size} > 1 "
-                             f"(e.g. accelerator.gather)")
+            raise ValueError(
+                f"gather: a collective is required when world_size={world_size} > 1 "
+                f"(e.g. accelerator.gather)"
+            )
         return identity
     return gather
 
@@ -35,16 +37,20 @@ def gather_padded(tensor: torch.Tensor, gather: Gather, world_size: int) -> torc
     """
     if world_size == 1:
         return tensor
-    counts = gather(torch.tensor([tensor.shape[0]], dtype=torch.int64, device=tensor.device)).tolist()
+    counts = gather(
+        torch.tensor([tensor.shape[0]], dtype=torch.int64, device=tensor.device)
+    ).tolist()
     longest = max(counts)
     padded = torch.cat([tensor, tensor.new_zeros((longest - tensor.shape[0], *tensor.shape[1:]))])
     everything = gather(padded.contiguous())
-    return torch.cat([everything[r * longest:r * longest + n] for r, n in enumerate(counts)])
+    return torch.cat([everything[r * longest : r * longest + n] for r, n in enumerate(counts)])
 
 
-def broadcast_from_main(tensor: torch.Tensor, gather: Gather, rank: int, world_size: int) -> torch.Tensor:
+def broadcast_from_main(
+    tensor: torch.Tensor, gather: Gather, rank: int, world_size: int
+) -> torch.Tensor:
     """Rank 0's ``tensor`` on every rank (an all-gather in which the other ranks send zeros)."""
     if world_size == 1:
         return tensor
     sent = tensor if rank == 0 else torch.zeros_like(tensor)
-    return gather(sent.contiguous())[:tensor.shape[0]]
+    return gather(sent.contiguous())[: tensor.shape[0]]

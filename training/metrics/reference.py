@@ -57,13 +57,15 @@ def user_cache_dir() -> Path:
 def _local_dataset_dir(manifest: Manifest) -> Path | None:
     location = manifest.location or ""
     if location.startswith("file://"):
-        location = location[len("file://"):]
+        location = location[len("file://") :]
     if not location or re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", location):
         return None  # a remote dataset (s3://, gs://, https://): cache locally instead
     return Path(location)
 
 
-def cache_dirs(manifest: Manifest, cache_dir: str | os.PathLike | None = None) -> tuple[list[Path], Path]:
+def cache_dirs(
+    manifest: Manifest, cache_dir: str | os.PathLike | None = None
+) -> tuple[list[Path], Path]:
     """-> (folders to read from, folder to write to); see the module docstring."""
     if cache_dir is not None:
         return [Path(cache_dir)], Path(cache_dir)
@@ -87,10 +89,20 @@ def cache_key(manifest: Manifest, extractor_name: str, split: str, max_images: i
 def atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: Path, meta: dict) -> None:
     """``path`` (.safetensors) and its ``.json`` sidecar, each written to a temp name then renamed."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    for target, write in ((path, lambda tmp: save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()},
-                                                       tmp, metadata={"format": meta.get("format", "")})),
-                          (path.with_suffix(".json"),
-                           lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2, sort_keys=True)))):
+    for target, write in (
+        (
+            path,
+            lambda tmp: save_file(
+                {k: v.detach().cpu().contiguous() for k, v in tensors.items()},
+                tmp,
+                metadata={"format": meta.get("format", "")},
+            ),
+        ),
+        (
+            path.with_suffix(".json"),
+            lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2, sort_keys=True)),
+        ),
+    ):
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{target.name}.", suffix=".tmp")
         os.close(fd)
         try:
@@ -101,8 +113,15 @@ def atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: Path, meta: 
             raise
 
 
-def load_cached(manifest: Manifest, extractor_name: str, *, split: str, max_images: int,
-                read_dirs: list[Path], device: torch.device | str) -> RealFeatures | None:
+def load_cached(
+    manifest: Manifest,
+    extractor_name: str,
+    *,
+    split: str,
+    max_images: int,
+    read_dirs: list[Path],
+    device: torch.device | str,
+) -> RealFeatures | None:
     key = cache_key(manifest, extractor_name, split, max_images)
     for folder in read_dirs:
         path = folder / f"reference-{key}.safetensors"
@@ -111,8 +130,11 @@ def load_cached(manifest: Manifest, extractor_name: str, *, split: str, max_imag
             continue
         try:
             meta = json.loads(meta_path.read_text())
-            if meta.get("format") != FORMAT or meta.get("manifest_sha256") != manifest.sha256 \
-                    or meta.get("extractor") != extractor_name:
+            if (
+                meta.get("format") != FORMAT
+                or meta.get("manifest_sha256") != manifest.sha256
+                or meta.get("extractor") != extractor_name
+            ):
                 continue
             tensors = load_file(str(path), device="cpu")
         except (OSError, ValueError, json.JSONDecodeError):
@@ -138,8 +160,15 @@ def extract_real(
     from training.data import DataConfig, build_loader
 
     gather = resolve_gather(gather, world_size)
-    loader = build_loader(manifest, DataConfig(num_workers=num_workers, shuffle_buffer=0), batch=batch,
-                          rank=rank, world_size=world_size, mode="epoch", split=split)
+    loader = build_loader(
+        manifest,
+        DataConfig(num_workers=num_workers, shuffle_buffer=0),
+        batch=batch,
+        rank=rank,
+        world_size=world_size,
+        mode="epoch",
+        split=split,
+    )
     # Shards are globally shuffled by prep, so the first images of each rank are a random sample.
     per_rank = math.ceil(max_images / world_size) if max_images else None
     features: list[list[torch.Tensor]] = [[] for _ in extractors]
@@ -148,7 +177,7 @@ def extract_real(
     with torch.no_grad():
         for images, batch_labels in loader:
             if per_rank is not None:
-                images, batch_labels = images[:per_rank - seen], batch_labels[:per_rank - seen]
+                images, batch_labels = images[: per_rank - seen], batch_labels[: per_rank - seen]
             images = images.to(device)
             for out, extractor in zip(features, extractors):
                 out.append(extractor(images).float())
@@ -157,15 +186,24 @@ def extract_real(
             if per_rank is not None and seen >= per_rank:
                 break
     results = []
-    all_labels = gather_padded(torch.cat(labels) if labels else torch.zeros(0, dtype=torch.int64, device=device),
-                               gather, world_size)
+    all_labels = gather_padded(
+        torch.cat(labels) if labels else torch.zeros(0, dtype=torch.int64, device=device),
+        gather,
+        world_size,
+    )
     for out, extractor in zip(features, extractors):
         local = torch.cat(out) if out else torch.zeros(0, extractor.num_features, device=device)
-        results.append(RealFeatures(gather_padded(local, gather, world_size)[:max_images or None],
-                                    all_labels[:max_images or None]))
+        results.append(
+            RealFeatures(
+                gather_padded(local, gather, world_size)[: max_images or None],
+                all_labels[: max_images or None],
+            )
+        )
     if results and len(results[0].features) == 0:
-        raise ValueError(f"the {split} split of {manifest.location or manifest.name} yielded no images; "
-                         f"check the manifest's shards")
+        raise ValueError(
+            f"the {split} split of {manifest.location or manifest.name} yielded no images; "
+            f"check the manifest's shards"
+        )
     return results
 
 
@@ -190,33 +228,65 @@ def reference_features(
     read_dirs, write_dir = cache_dirs(manifest, cache_dir)
     cached: list[RealFeatures | None] = [None] * len(extractors)
     if rank == 0:
-        cached = [load_cached(manifest, e.name, split=split, max_images=max_images, read_dirs=read_dirs,
-                              device=device) for e in extractors]
+        cached = [
+            load_cached(
+                manifest,
+                e.name,
+                split=split,
+                max_images=max_images,
+                read_dirs=read_dirs,
+                device=device,
+            )
+            for e in extractors
+        ]
     hit = torch.tensor([float(c is not None) for c in cached], device=device)
     hit = broadcast_from_main(hit, gather, rank, world_size).tolist()
     missing = [i for i, h in enumerate(hit) if not h]
     if not missing:
         return cached
     if log is not None and rank == 0:
-        log(f"computing reference features of {manifest.name or 'the dataset'} ({split}) for "
-            f"{', '.join(extractors[i].name for i in missing)}; cached in {write_dir}")
+        log(
+            f"computing reference features of {manifest.name or 'the dataset'} ({split}) for "
+            f"{', '.join(extractors[i].name for i in missing)}; cached in {write_dir}"
+        )
     start = time.time()
-    computed = extract_real(manifest, [extractors[i] for i in missing], split=split, max_images=max_images,
-                            batch=batch, device=device, rank=rank, world_size=world_size, gather=gather,
-                            num_workers=num_workers)
+    computed = extract_real(
+        manifest,
+        [extractors[i] for i in missing],
+        split=split,
+        max_images=max_images,
+        batch=batch,
+        device=device,
+        rank=rank,
+        world_size=world_size,
+        gather=gather,
+        num_workers=num_workers,
+    )
     for i, real in zip(missing, computed):
         cached[i] = real
         if rank == 0:
             key = cache_key(manifest, extractors[i].name, split, max_images)
-            meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "manifest_sha256": manifest.sha256,
-                    "dataset": manifest.name, "extractor": extractors[i].name, "split": split,
-                    "max_images": max_images, "num_samples": len(real.features),
-                    "seconds": round(time.time() - start, 1),
-                    "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            meta = {
+                "format": FORMAT,
+                "format_version": FORMAT_VERSION,
+                "manifest_sha256": manifest.sha256,
+                "dataset": manifest.name,
+                "extractor": extractors[i].name,
+                "split": split,
+                "max_images": max_images,
+                "num_samples": len(real.features),
+                "seconds": round(time.time() - start, 1),
+                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            }
             try:
-                atomic_save_safetensors({"features": real.features, "labels": real.labels},
-                                        write_dir / f"reference-{key}.safetensors", meta)
+                atomic_save_safetensors(
+                    {"features": real.features, "labels": real.labels},
+                    write_dir / f"reference-{key}.safetensors",
+                    meta,
+                )
             except OSError as exc:  # a read-only cache costs time, not correctness
                 if log is not None:
-                    log(f"could not cache reference features in {write_dir} ({exc}); they will be recomputed")
+                    log(
+                        f"could not cache reference features in {write_dir} ({exc}); they will be recomputed"
+                    )
     return cached

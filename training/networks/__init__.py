@@ -47,4 +47,11 @@ def build_networks(cfg: ModelConfig, resolution: int, channels: int, c_dim: int)
     return mod.Generator(**g_kwargs), mod.Discriminator(**d_kwargs), g_kwargs, d_kwargs
 
 
-__all__ = ["FAMILIES", "ModelConfig", "build_discriminator", "build_generator", "build_networks", "family_module"]
+__all__ = [
+    "FAMILIES",
+    "ModelConfig",
+    "build_discriminator",
+    "build_generator",
+    "build_networks",
+    "family_module",
+]

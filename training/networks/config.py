@@ -39,7 +39,14 @@ class ModelConfig:
     StyleGAN2-ADA) or skip (FromRGB at every resolution)."""
 
     def __post_init__(self) -> None:
-        for name in ("z_dim", "w_dim", "map_depth", "channel_base", "channel_max", "mbstd_channels"):
+        for name in (
+            "z_dim",
+            "w_dim",
+            "map_depth",
+            "channel_base",
+            "channel_max",
+            "mbstd_channels",
+        ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name}: must be a positive integer, got {getattr(self, name)}")
         if self.mbstd_group < 0:

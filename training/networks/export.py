@@ -53,7 +53,9 @@ def save_export(
     """Write G (the unwrapped, uncompiled module) as an export folder; returns the folder."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in generator.state_dict().items()}
+    state = {
+        k: v.detach().to("cpu", copy=True).contiguous() for k, v in generator.state_dict().items()
+    }
     fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{WEIGHTS_NAME}.", suffix=".tmp")
     os.close(fd)
     try:
@@ -81,8 +83,10 @@ def save_export(
 def read_export_config(export_dir: str | Path) -> dict[str, Any]:
     path = Path(export_dir) / CONFIG_NAME
     if not path.is_file():
-        raise ExportError(f"{export_dir}: no {CONFIG_NAME}; expected a ganforge export folder "
-                          f"({CONFIG_NAME} + {WEIGHTS_NAME}) as written by `ganforge train`")
+        raise ExportError(
+            f"{export_dir}: no {CONFIG_NAME}; expected a ganforge export folder "
+            f"({CONFIG_NAME} + {WEIGHTS_NAME}) as written by `ganforge train`"
+        )
     try:
         config = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
@@ -90,12 +94,16 @@ def read_export_config(export_dir: str | Path) -> dict[str, Any]:
     if config.get("format") != FORMAT:
         raise ExportError(f"{path}: format is {config.get('format')!r}, expected {FORMAT!r}")
     if int(config.get("format_version", -1)) > FORMAT_VERSION:
-        raise ExportError(f"{path}: format_version {config['format_version']} is newer than this "
-                          f"ganforge understands ({FORMAT_VERSION}); upgrade ganforge")
+        raise ExportError(
+            f"{path}: format_version {config['format_version']} is newer than this "
+            f"ganforge understands ({FORMAT_VERSION}); upgrade ganforge"
+        )
     return config
 
 
-def load_export(export_dir: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
+def load_export(
+    export_dir: str | Path, device: str | torch.device = "cpu"
+) -> tuple[torch.nn.Module, dict[str, Any]]:
     """-> (generator in eval mode on ``device``, config dict). Weights load with strict=True."""
     config = read_export_config(export_dir)
     weights = Path(export_dir) / WEIGHTS_NAME

@@ -57,7 +57,9 @@ def _check_resolution(resolution: int | None, resolutions: list[int]) -> int:
     for r in resolutions:
         if r == resolution:
             return r
-    raise ValueError(f"resolution: must be a power of two in 4..{resolutions[-1]}, got {resolution}")
+    raise ValueError(
+        f"resolution: must be a power of two in 4..{resolutions[-1]}, got {resolution}"
+    )
 
 
 def _check_alpha(alpha: float | torch.Tensor) -> None:
@@ -191,7 +193,9 @@ class Generator(nn.Module):
         -> images [N, img_channels, resolution, resolution].
         """
         if noise_mode not in NOISE_MODES:
-            raise ValueError(f"noise_mode: must be one of {', '.join(NOISE_MODES)}, got {noise_mode!r}")
+            raise ValueError(
+                f"noise_mode: must be one of {', '.join(NOISE_MODES)}, got {noise_mode!r}"
+            )
         resolution = _check_resolution(resolution, self.resolutions)
         _check_alpha(alpha)
         x = normalize_2nd_moment(z)
@@ -199,7 +203,9 @@ class Generator(nn.Module):
             x = x * truncation_psi
         if self.embed is not None:
             if c is None:
-                raise ValueError(f"c: the generator is conditional (c_dim {self.c_dim}); pass one-hot labels")
+                raise ValueError(
+                    f"c: the generator is conditional (c_dim {self.c_dim}); pass one-hot labels"
+                )
             x = torch.cat([x, normalize_2nd_moment(self.embed(c.to(x.dtype)))], dim=1)
         x = self.blocks["4"](x)
         x_prev = x
@@ -297,7 +303,9 @@ class Discriminator(nn.Module):
         ch = {r: channels_at(r, channel_base, channel_max) for r in self.resolutions}
         cmap_dim = ch[4] if c_dim > 0 else 0
         self.embed = FullyConnectedLayer(c_dim, cmap_dim) if c_dim > 0 else None
-        self.fromrgb = nn.ModuleDict({str(r): FromRGB(img_channels, ch[r]) for r in self.resolutions})
+        self.fromrgb = nn.ModuleDict(
+            {str(r): FromRGB(img_channels, ch[r]) for r in self.resolutions}
+        )
         self.blocks = nn.ModuleDict(
             {str(r): DiscriminatorBlock(ch[r], ch[r // 2]) for r in self.resolutions[1:]}
         )
@@ -320,13 +328,17 @@ class Discriminator(nn.Module):
             resolution = images.shape[-1]
         resolution = _check_resolution(resolution, self.resolutions)
         if tuple(images.shape[-2:]) != (resolution, resolution):
-            raise ValueError(f"images: expected {resolution}x{resolution} at resolution {resolution}, "
-                             f"got {tuple(images.shape)}")
+            raise ValueError(
+                f"images: expected {resolution}x{resolution} at resolution {resolution}, "
+                f"got {tuple(images.shape)}"
+            )
         _check_alpha(alpha)
         cmap = None
         if self.embed is not None:
             if c is None:
-                raise ValueError(f"c: the discriminator is conditional (c_dim {self.c_dim}); pass one-hot labels")
+                raise ValueError(
+                    f"c: the discriminator is conditional (c_dim {self.c_dim}); pass one-hot labels"
+                )
             cmap = normalize_2nd_moment(self.embed(c.to(images.dtype)))
         x = self.fromrgb[str(resolution)](images)
         if resolution > 4:
@@ -356,7 +368,9 @@ def generator_kwargs(model_cfg: ModelConfig, resolution: int, channels: int, c_d
     }
 
 
-def discriminator_kwargs(model_cfg: ModelConfig, resolution: int, channels: int, c_dim: int) -> dict:
+def discriminator_kwargs(
+    model_cfg: ModelConfig, resolution: int, channels: int, c_dim: int
+) -> dict:
     """-> plain JSON-able ``Discriminator`` kwargs (c_dim is 0 unless ``model.conditional``)."""
     return {
         "c_dim": int(c_dim) if model_cfg.conditional else 0,

@@ -30,7 +30,9 @@ def test_help_mentions_box_for_fid():
 
 def test_default_digits_run_then_verify_and_merge(tmp_path, capsys):
     out = str(tmp_path / "digits")
-    assert run("--source", "digits", "--out", out, "--no-progress") == 0  # default options, all cores
+    assert (
+        run("--source", "digits", "--out", out, "--no-progress") == 0
+    )  # default options, all cores
     manifest = load_manifest(out)
     assert manifest.num_samples == 1797 and manifest.resolution == 32 and len(manifest.shards) >= 16
     assert "1797 samples in 16 shards" in capsys.readouterr().out
@@ -45,11 +47,42 @@ def test_default_digits_run_then_verify_and_merge(tmp_path, capsys):
 
 
 def test_flags_map_onto_config():
-    args = parse("--source", "x.zip", "--out", "o", "--resolution", "64", "--channels", "1",
-                 "--transform", "center-crop-wide", "--resize-filter", "box", "--format", "jpeg",
-                 "--jpeg-quality", "90", "--labels", "none", "--shard-samples", "10", "--shard-bytes", "0",
-                 "--val-fraction", "0.1", "--seed", "3", "--workers", "2", "--num-partitions", "4",
-                 "--partition", "3", "--min-size", "0")
+    args = parse(
+        "--source",
+        "x.zip",
+        "--out",
+        "o",
+        "--resolution",
+        "64",
+        "--channels",
+        "1",
+        "--transform",
+        "center-crop-wide",
+        "--resize-filter",
+        "box",
+        "--format",
+        "jpeg",
+        "--jpeg-quality",
+        "90",
+        "--labels",
+        "none",
+        "--shard-samples",
+        "10",
+        "--shard-bytes",
+        "0",
+        "--val-fraction",
+        "0.1",
+        "--seed",
+        "3",
+        "--workers",
+        "2",
+        "--num-partitions",
+        "4",
+        "--partition",
+        "3",
+        "--min-size",
+        "0",
+    )
     cfg, out = prep_command.build_config(args)
     assert out == "o" and cfg.resolution == 64 and cfg.channels == 1 and cfg.image_format == "jpeg"
     assert (cfg.transform, cfg.resize_filter, cfg.labels) == ("center-crop-wide", "box", "none")
@@ -57,12 +90,15 @@ def test_flags_map_onto_config():
     assert (cfg.workers, cfg.num_partitions, cfg.partition, cfg.min_size) == (2, 4, 3, 0)
 
 
-@pytest.mark.parametrize("argv,field", [
-    (("--resolution", "33"), "resolution"),
-    (("--jpeg-quality", "0"), "jpeg_quality"),
-    (("--num-partitions", "2", "--partition", "2"), "partition"),
-    (("--val-fraction", "1.5"), "val_fraction"),
-])
+@pytest.mark.parametrize(
+    "argv,field",
+    [
+        (("--resolution", "33"), "resolution"),
+        (("--jpeg-quality", "0"), "jpeg_quality"),
+        (("--num-partitions", "2", "--partition", "2"), "partition"),
+        (("--val-fraction", "1.5"), "val_fraction"),
+    ],
+)
 def test_bad_values_name_the_field(argv, field):
     with pytest.raises(ConfigError, match=rf"^{field}:"):
         prep_command.build_config(parse("--out", "o", *argv))
@@ -82,9 +118,12 @@ def test_user_errors_are_value_errors(tmp_path):
 def test_through_the_ganforge_cli(tmp_path, capsys):
     from pipeline.cli import main as ganforge
 
-    assert ganforge(["prep", "--source", "digits", "--resolution", "33", "--out", str(tmp_path)]) == 2
-    assert capsys.readouterr().err.strip() == ("ganforge prep: error: resolution: must be a power of two "
-                                               "in 4..2048, got 33")
+    assert (
+        ganforge(["prep", "--source", "digits", "--resolution", "33", "--out", str(tmp_path)]) == 2
+    )
+    assert capsys.readouterr().err.strip() == (
+        "ganforge prep: error: resolution: must be a power of two in 4..2048, got 33"
+    )
     with pytest.raises(SystemExit) as exc:
         ganforge(["prep", "--help"])
     assert exc.value.code == 0 and "ganforge prep verify DIR_OR_URL" in capsys.readouterr().out

@@ -49,22 +49,38 @@ def test_bad_inputs_are_skipped_and_reported(labelled_folder, tmp_path):
     write(labelled_folder / "dogs" / "bomb.png", image_bytes((300, 300), mode="L"))
     write(labelled_folder / "dogs" / ".DS_Store", b"ignored hidden file")
     out = tmp_path / "out"
-    m = shard_dataset(cfg(labelled_folder, resolution=16, max_image_pixels=250 * 250), out=str(out),
-                      progress=False)
+    m = shard_dataset(
+        cfg(labelled_folder, resolution=16, max_image_pixels=250 * 250),
+        out=str(out),
+        progress=False,
+    )
     assert m.num_samples == 5
-    assert m.skipped == {"corrupt": 1, "decompression-bomb": 1, "empty": 1, "not-an-image": 1,
-                         "too-small": 1, "truncated": 1}
+    assert m.skipped == {
+        "corrupt": 1,
+        "decompression-bomb": 1,
+        "empty": 1,
+        "not-an-image": 1,
+        "too-small": 1,
+        "truncated": 1,
+    }
     report = [json.loads(line) for line in (out / "skipped.jsonl").read_text().splitlines()]
     assert {(r["source"], r["reason"]) for r in report} == {
-        ("cats/empty.png", "empty"), ("cats/notes.txt", "not-an-image"), ("cats/truncated.png", "truncated"),
-        ("cats/corrupt.png", "corrupt"), ("dogs/tiny.png", "too-small"), ("dogs/bomb.png", "decompression-bomb")}
+        ("cats/empty.png", "empty"),
+        ("cats/notes.txt", "not-an-image"),
+        ("cats/truncated.png", "truncated"),
+        ("cats/corrupt.png", "corrupt"),
+        ("dogs/tiny.png", "too-small"),
+        ("dogs/bomb.png", "decompression-bomb"),
+    }
     assert all(r["detail"] for r in report)
 
 
 def test_zero_usable_images_is_a_clear_error(tmp_path):
     write(tmp_path / "in" / "a.txt", b"text")
     write(tmp_path / "in" / "b.png", b"")
-    with pytest.raises(PrepError, match=r"no usable images.*empty: 1, not-an-image: 1.*skipped.jsonl"):
+    with pytest.raises(
+        PrepError, match=r"no usable images.*empty: 1, not-an-image: 1.*skipped.jsonl"
+    ):
         shard_dataset(cfg(tmp_path / "in"), out=str(tmp_path / "out"), progress=False)
     (tmp_path / "empty").mkdir()
     with pytest.raises(PrepError, match="no inputs found"):
@@ -79,10 +95,14 @@ def test_deterministic_byte_identical_and_globally_shuffled(tmp_path):
     assert [s.sha256 for s in a.shards] == [s.sha256 for s in b.shards]
     assert a.split_samples("val") == 180 and a.split_samples("train") == 1617
     assert len(a.split_shards("train")) == 16  # min_shards, though 300 per shard would need 6
-    other_seed = shard_dataset(cfg("digits", seed=1, **opts), out=str(tmp_path / "c"), progress=False)
+    other_seed = shard_dataset(
+        cfg("digits", seed=1, **opts), out=str(tmp_path / "c"), progress=False
+    )
     assert [s.sha256 for s in other_seed.shards] != [s.sha256 for s in a.shards]
     # each shard is a random sample of the whole set: keys (input positions) span the range
-    keys = [int(s["__key__"]) for s in wds.WebDataset(a.shard_urls("train")[:1], shardshuffle=False)]
+    keys = [
+        int(s["__key__"]) for s in wds.WebDataset(a.shard_urls("train")[:1], shardshuffle=False)
+    ]
     assert max(keys) - min(keys) > 1000 and keys != sorted(keys)
 
 
@@ -96,8 +116,9 @@ def test_round_trip_with_plain_webdataset_and_tar(labelled_folder, tmp_path):
         assert sample["png"].shape == (16, 16, 3) and sample["cls"] in (0, 1)
         assert set(sample["json"]) == {"source", "width", "height", "class"}
         assert loaded.class_names[sample["cls"]] == sample["json"]["class"]
-    listing = subprocess.run(["tar", "tvf", loaded.shard_urls("train")[0]], capture_output=True, text=True,
-                             check=True).stdout.split("\n")[0]
+    listing = subprocess.run(
+        ["tar", "tvf", loaded.shard_urls("train")[0]], capture_output=True, text=True, check=True
+    ).stdout.split("\n")[0]
     assert "0/0" in listing and ".png" in listing
     with tarfile.open(loaded.shard_urls("train")[0]) as tf:
         names = tf.getnames()
@@ -116,8 +137,11 @@ def test_memory_filesystem_output_and_verify():
 def test_shard_bytes_limits_shard_size(labelled_folder, tmp_path):
     for i in range(20):
         write(labelled_folder / "cats" / f"n{i}.png", image_bytes((32, 32), seed=100 + i))
-    m = shard_dataset(cfg(labelled_folder, resolution=32, shard_bytes=30_000, min_shards=1), out=str(tmp_path / "o"),
-                      progress=False)
+    m = shard_dataset(
+        cfg(labelled_folder, resolution=32, shard_bytes=30_000, min_shards=1),
+        out=str(tmp_path / "o"),
+        progress=False,
+    )
     assert m.num_samples == 25 and len(m.shards) > 1
     assert all(s.bytes <= 30_000 for s in m.shards)
 
@@ -136,7 +160,9 @@ def test_verify_catches_tampered_and_missing_shards(tmp_path):
     assert any(p.startswith(f"{second.name}: missing") for p in problems)
     # a consistent but wrong shard: right checksum for wrong content is caught by counts/decoding
     info = m.shards[2]
-    assert verify_shard(str(out / info.name), info, 16, 3, set(range(10)))[0].endswith("manifest says 16")
+    assert verify_shard(str(out / info.name), info, 16, 3, set(range(10)))[0].endswith(
+        "manifest says 16"
+    )
 
 
 def _run_prep(out: Path, slow: bool) -> subprocess.Popen:
@@ -153,7 +179,9 @@ def _run_prep(out: Path, slow: bool) -> subprocess.Popen:
     """)
     tmp = out.parent / "tmp"  # a killed job leaves its temporary index behind: keep it in tmp_path
     tmp.mkdir(exist_ok=True)
-    return subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env={**os.environ, "TMPDIR": str(tmp)})
+    return subprocess.Popen(
+        [sys.executable, "-c", code], cwd=ROOT, env={**os.environ, "TMPDIR": str(tmp)}
+    )
 
 
 @pytest.mark.slow
@@ -171,13 +199,20 @@ def test_resume_after_sigkill_gives_the_uninterrupted_result(tmp_path):
     assert 3 <= len(done_before) < 18
     for name in (killed / "_done").glob("*.json"):  # whatever has a final name is complete
         assert (killed / name.stem).stat().st_size == json.loads(name.read_text())["bytes"]
-    resumed = shard_dataset(PrepConfig(source="digits", resolution=8, shard_samples=100, workers=1),
-                            out=str(killed), progress=False)
+    resumed = shard_dataset(
+        PrepConfig(source="digits", resolution=8, shard_samples=100, workers=1),
+        out=str(killed),
+        progress=False,
+    )
     reference = _run_prep(clean, slow=False)
     assert reference.wait() == 0
     assert shard_bytes(killed) == shard_bytes(clean)
     assert resumed.shards == load_manifest(str(clean)).shards
-    kept = {p.stem: p.stat().st_mtime_ns for p in (killed / "_done").glob("*.json") if p.stem in done_before}
+    kept = {
+        p.stem: p.stat().st_mtime_ns
+        for p in (killed / "_done").glob("*.json")
+        if p.stem in done_before
+    }
     assert kept == done_before  # finished shards were kept, not redone
     assert not list(killed.glob(".*.tmp"))
 
@@ -205,12 +240,18 @@ def test_partitions_and_merge_equal_a_single_job(tmp_path):
     opts = dict(resolution=8, shard_samples=200, val_fraction=0.05)
     single = shard_dataset(cfg("digits", **opts), out=str(tmp_path / "single"), progress=False)
     multi = tmp_path / "multi"
-    parts = [shard_dataset(cfg("digits", num_partitions=3, partition=k, **opts), out=str(multi), progress=False)
-             for k in (0, 2)]
+    parts = [
+        shard_dataset(
+            cfg("digits", num_partitions=3, partition=k, **opts), out=str(multi), progress=False
+        )
+        for k in (0, 2)
+    ]
     assert not {s.name for s in parts[0].shards} & {s.name for s in parts[1].shards}
     with pytest.raises(PrepError, match=r"partition\(s\) 1 of 3 have not finished"):
         merge_partitions(str(multi))
-    shard_dataset(cfg("digits", num_partitions=3, partition=1, **opts), out=str(multi), progress=False)
+    shard_dataset(
+        cfg("digits", num_partitions=3, partition=1, **opts), out=str(multi), progress=False
+    )
     merged = merge_partitions(str(multi))
     assert merged.shards == single.shards and merged.classes == single.classes
     assert merged.num_samples == single.num_samples == 1797

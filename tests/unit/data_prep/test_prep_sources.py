@@ -34,8 +34,13 @@ def by_source(manifest) -> dict[str, int]:
 def test_folder_recursive_with_folder_labels(labelled_folder, tmp_path):
     m = shard_dataset(cfg(labelled_folder), out=str(tmp_path / "out"), progress=False)
     assert m.classes == {"cats": 0, "dogs": 1}
-    assert by_source(m) == {"cats/a.png": 0, "cats/b.jpg": 0, "cats/deep/c.png": 0,
-                            "dogs/d.png": 1, "dogs/e.png": 1}
+    assert by_source(m) == {
+        "cats/a.png": 0,
+        "cats/b.jpg": 0,
+        "cats/deep/c.png": 0,
+        "dogs/d.png": 1,
+        "dogs/e.png": 1,
+    }
     assert m.num_samples == 5 and m.resolution == 8 and m.channels == 3
 
 
@@ -44,13 +49,17 @@ def test_folder_with_root_images_is_unlabelled_unless_asked(labelled_folder, tmp
     m = shard_dataset(cfg(labelled_folder), out=str(tmp_path / "auto"), progress=False)
     assert m.classes == {} and m.num_samples == 6
     assert all("cls" not in s for s in samples(m))
-    forced = shard_dataset(cfg(labelled_folder, labels="folder"), out=str(tmp_path / "folder"), progress=False)
+    forced = shard_dataset(
+        cfg(labelled_folder, labels="folder"), out=str(tmp_path / "folder"), progress=False
+    )
     assert forced.classes == {"cats": 0, "dogs": 1} and forced.num_samples == 5
     assert forced.skipped == {"unlabelled": 1}
 
 
 def _archive_members(folder: Path) -> list[tuple[str, bytes]]:
-    return sorted((p.relative_to(folder).as_posix(), p.read_bytes()) for p in folder.rglob("*") if p.is_file())
+    return sorted(
+        (p.relative_to(folder).as_posix(), p.read_bytes()) for p in folder.rglob("*") if p.is_file()
+    )
 
 
 @pytest.mark.parametrize("kind", ["zip", "tar", "tar.gz"])
@@ -95,35 +104,57 @@ def test_unsafe_archive_members_are_refused(tmp_path):
         out = tmp_path / f"out-{path.suffix[1:]}"
         m = shard_dataset(cfg(path), out=str(out), progress=False)
         assert m.num_samples == 1 and by_source(m) == {"ok.png": -1}
-        assert m.skipped.get("unsafe-path") == unsafe and m.skipped.get("not-a-regular-file", 0) == links
+        assert (
+            m.skipped.get("unsafe-path") == unsafe
+            and m.skipped.get("not-a-regular-file", 0) == links
+        )
         reported = [json.loads(line) for line in (out / "skipped.jsonl").read_text().splitlines()]
         assert {r["reason"] for r in reported} >= {"unsafe-path"}
     assert not list(tmp_path.parent.glob("escape.png")) and not (tmp_path / "escape.png").exists()
-    assert is_unsafe_member("C:\\x.png") and is_unsafe_member("a\\..\\b") and not is_unsafe_member("a/b..png")
+    assert (
+        is_unsafe_member("C:\\x.png")
+        and is_unsafe_member("a\\..\\b")
+        and not is_unsafe_member("a/b..png")
+    )
 
 
 def _cifar_tarball(path: Path, n_per_batch=3) -> np.ndarray:
     rng = np.random.default_rng(0)
     all_data = []
     with tarfile.open(path, "w:gz") as tf:
+
         def add(name, obj):
             data = pickle.dumps(obj, protocol=2)
             info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
             info.size = len(data)
             tf.addfile(info, io.BytesIO(data))
-        add("batches.meta", {b"label_names": [b"airplane", b"automobile", b"bird"] + [b"x%d" % i for i in range(7)]})
+
+        add(
+            "batches.meta",
+            {
+                b"label_names": [b"airplane", b"automobile", b"bird"]
+                + [b"x%d" % i for i in range(7)]
+            },
+        )
         for b in (1, 2):
             data = rng.integers(0, 256, (n_per_batch, 3072), dtype=np.uint8)
             all_data.append(data)
-            add(f"data_batch_{b}", {b"data": data, b"labels": [b % 3, (b + 1) % 3, 2][:n_per_batch]})
-        add("test_batch", {b"data": rng.integers(0, 256, (2, 3072), dtype=np.uint8), b"labels": [0, 1]})
+            add(
+                f"data_batch_{b}", {b"data": data, b"labels": [b % 3, (b + 1) % 3, 2][:n_per_batch]}
+            )
+        add(
+            "test_batch",
+            {b"data": rng.integers(0, 256, (2, 3072), dtype=np.uint8), b"labels": [0, 1]},
+        )
     return np.concatenate(all_data)
 
 
 def test_cifar10_tarball(tmp_path):
     tarball = tmp_path / "cifar-10-python.tar.gz"
     data = _cifar_tarball(tarball)
-    m = shard_dataset(cfg(tarball, resolution=32, resize_filter="box"), out=str(tmp_path / "c"), progress=False)
+    m = shard_dataset(
+        cfg(tarball, resolution=32, resize_filter="box"), out=str(tmp_path / "c"), progress=False
+    )
     assert m.num_samples == 6  # training batches only, as NVlabs dataset_tool
     assert list(m.classes)[:3] == ["airplane", "automobile", "bird"] and m.classes["bird"] == 2
     got = {s["json"]["source"]: s for s in samples(m)}
@@ -149,7 +180,11 @@ def test_cifar_pickle_with_code_is_refused(tmp_path):
 
 
 def _idx(array: np.ndarray) -> bytes:
-    return bytes([0, 0, 8, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape) + array.tobytes()
+    return (
+        bytes([0, 0, 8, array.ndim])
+        + struct.pack(f">{array.ndim}I", *array.shape)
+        + array.tobytes()
+    )
 
 
 @pytest.mark.parametrize("gz", [True, False])
@@ -160,8 +195,11 @@ def test_mnist_idx(tmp_path, gz):
     pack = gzip.compress if gz else (lambda b: b)
     write(tmp_path / f"train-images-idx3-ubyte{suffix}", pack(_idx(images)))
     write(tmp_path / f"train-labels-idx1-ubyte{suffix}", pack(_idx(labels)))
-    m = shard_dataset(cfg(tmp_path / f"train-images-idx3-ubyte{suffix}", channels=1, resolution=32),
-                      out=str(tmp_path / "m"), progress=False)
+    m = shard_dataset(
+        cfg(tmp_path / f"train-images-idx3-ubyte{suffix}", channels=1, resolution=32),
+        out=str(tmp_path / "m"),
+        progress=False,
+    )
     assert m.num_samples == 7 and m.channels == 1 and m.classes == {str(i): i for i in range(10)}
     got = {s["json"]["source"].split("[")[1].rstrip("]"): s["cls"] for s in samples(m)}
     assert got == {str(i): int(v) for i, v in enumerate(labels)}
@@ -169,15 +207,19 @@ def test_mnist_idx(tmp_path, gz):
 
 def test_list_files_csv_and_jsonl(labelled_folder, tmp_path):
     csv_path = tmp_path / "list.csv"
-    csv_path.write_text("path,label\nimages/cats/a.png,cat\nimages/dogs/d.png,dog\n"
-                        f"{labelled_folder / 'dogs' / 'e.png'},dog\nimages/missing.png,cat\n")
+    csv_path.write_text(
+        "path,label\nimages/cats/a.png,cat\nimages/dogs/d.png,dog\n"
+        f"{labelled_folder / 'dogs' / 'e.png'},dog\nimages/missing.png,cat\n"
+    )
     m = shard_dataset(cfg(csv_path), out=str(tmp_path / "csv"), progress=False)
     assert m.classes == {"cat": 0, "dog": 1} and m.num_samples == 3
     assert m.skipped == {"unreadable": 1}
     assert sorted(by_source(m).values()) == [0, 1, 1]
     jsonl = tmp_path / "list.jsonl"
-    jsonl.write_text('{"path": "images/cats/a.png", "label": 10}\n\n{"path": "images/cats/b.jpg", "label": 2}\n'
-                     '{"path": "images/dogs/d.png"}\n')
+    jsonl.write_text(
+        '{"path": "images/cats/a.png", "label": 10}\n\n{"path": "images/cats/b.jpg", "label": 2}\n'
+        '{"path": "images/dogs/d.png"}\n'
+    )
     m = shard_dataset(cfg(jsonl), out=str(tmp_path / "jsonl"), progress=False)
     assert m.classes == {"2": 0, "10": 1}  # numeric names sort numerically
     assert m.skipped == {"unlabelled": 1}
@@ -192,7 +234,9 @@ def test_digits_defaults(tmp_path):
     assert m.num_samples == 1797 and m.resolution == 32 and m.channels == 3
     assert m.classes == {str(i): i for i in range(10)} and len(m.split_shards("train")) == 16
     first = samples(m)[0]
-    assert first["png"].size == (32, 32) and first["png"].mode == "RGB" and first["json"]["width"] == 8
+    assert (
+        first["png"].size == (32, 32) and first["png"].mode == "RGB" and first["json"]["width"] == 8
+    )
 
 
 def test_missing_or_unsupported_source(tmp_path):

@@ -61,7 +61,7 @@ def test_modes_become_rgb_and_gray(mode):
 
 
 def test_sixteen_bit_is_scaled_not_clipped():
-    ramp = (np.arange(64, dtype=np.uint16).reshape(8, 8) * 1000)
+    ramp = np.arange(64, dtype=np.uint16).reshape(8, 8) * 1000
     out = np.asarray(to_channels(Image.fromarray(ramp), 1))
     assert out.max() == round(63000 / 257) and out.min() == 0
 
@@ -83,7 +83,10 @@ def test_exif_orientation_is_applied():
     data = save(img, "JPEG", exif=exif, quality=100)
     upright = decode(data, 10**9)
     assert upright.size == (8, 16)
-    assert np.asarray(upright.convert("L"))[2, 4] > 200 and np.asarray(upright.convert("L"))[13, 4] < 50
+    assert (
+        np.asarray(upright.convert("L"))[2, 4] > 200
+        and np.asarray(upright.convert("L"))[13, 4] < 50
+    )
 
 
 def test_center_crop_and_wide_and_none():
@@ -103,19 +106,24 @@ def test_center_crop_and_wide_and_none():
 @pytest.mark.parametrize("fmt,lossless", [("png", True), ("webp", True), ("jpeg", False)])
 def test_output_encodings(fmt, lossless):
     arr = np.random.default_rng(0).integers(0, 256, (8, 8, 3), dtype=np.uint8)
-    out, size = prepare_image(arr, cfg("x", image_format=fmt, jpeg_quality=90), exempt_min_size=True)
+    out, size = prepare_image(
+        arr, cfg("x", image_format=fmt, jpeg_quality=90), exempt_min_size=True
+    )
     with Image.open(io.BytesIO(out)) as img:
         assert img.format == {"png": "PNG", "webp": "WEBP", "jpeg": "JPEG"}[fmt]
         assert np.array_equal(np.asarray(img.convert("RGB")), arr) == lossless
     assert size == (8, 8)
 
 
-@pytest.mark.parametrize("data,reason", [
-    (b"", "empty"),
-    (b"hello, I am a text file", "not-an-image"),
-    (image_bytes((16, 16))[:60], "truncated"),
-    (image_bytes((3, 3)), "too-small"),  # min_size: 32 / 8 = 4
-])
+@pytest.mark.parametrize(
+    "data,reason",
+    [
+        (b"", "empty"),
+        (b"hello, I am a text file", "not-an-image"),
+        (image_bytes((16, 16))[:60], "truncated"),
+        (image_bytes((3, 3)), "too-small"),  # min_size: 32 / 8 = 4
+    ],
+)
 def test_bad_inputs_raise_skip(data, reason):
     with pytest.raises(SkipInput) as err:
         prepare_image(data, cfg("x", resolution=32))

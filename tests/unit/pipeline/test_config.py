@@ -17,7 +17,9 @@ def test_every_preset_loads(preset):
 
 
 def test_there_are_presets_for_the_stylegan2_ada_configs():
-    assert {"digits", "cifar", "paper256", "paper512", "paper1024", "stylegan2", "auto256"} <= set(list_presets())
+    assert {"digits", "cifar", "paper256", "paper512", "paper1024", "stylegan2", "auto256"} <= set(
+        list_presets()
+    )
 
 
 def test_default_preset_is_digits_on_stylegan2():
@@ -26,8 +28,16 @@ def test_default_preset_is_digits_on_stylegan2():
 
 
 def test_overrides_apply_with_types():
-    cfg = load_config("digits", ["train.batch=64", "train.mixed_precision=bf16", "model.conditional=true",
-                                 "train.betas=[0.0, 0.9]", "train.resume=null"])
+    cfg = load_config(
+        "digits",
+        [
+            "train.batch=64",
+            "train.mixed_precision=bf16",
+            "model.conditional=true",
+            "train.betas=[0.0, 0.9]",
+            "train.resume=null",
+        ],
+    )
     assert cfg.train.batch == 64
     assert cfg.train.mixed_precision == "bf16"
     assert cfg.model.conditional is True

@@ -17,7 +17,9 @@ from training.checkpoint import (
 
 def _net(width=4):
     torch.manual_seed(0)
-    return torch.nn.Sequential(torch.nn.Linear(3, width), torch.nn.ReLU(), torch.nn.Linear(width, 1))
+    return torch.nn.Sequential(
+        torch.nn.Linear(3, width), torch.nn.ReLU(), torch.nn.Linear(width, 1)
+    )
 
 
 def test_round_trip_gives_identical_outputs_and_optimizer_state(tmp_path):
@@ -25,8 +27,14 @@ def test_round_trip_gives_identical_outputs_and_optimizer_state(tmp_path):
     opt = torch.optim.Adam(net.parameters(), lr=0.01, betas=(0.0, 0.99))
     net(torch.randn(5, 3)).sum().backward()
     opt.step()
-    path = save_checkpoint(tmp_path, images_seen=1234, modules={"g": net}, optimizers={"g": opt},
-                           state={"augment_p": 0.25}, extra_tensors={"pl_mean": torch.tensor([1.5])})
+    path = save_checkpoint(
+        tmp_path,
+        images_seen=1234,
+        modules={"g": net},
+        optimizers={"g": opt},
+        state={"augment_p": 0.25},
+        extra_tensors={"pl_mean": torch.tensor([1.5])},
+    )
     net2 = _net()
     torch.nn.init.zeros_(net2[0].weight)
     opt2 = torch.optim.Adam(net2.parameters(), lr=0.5)
@@ -48,7 +56,10 @@ def test_latest_prune_and_incomplete_ignored(tmp_path):
     (tmp_path / "ckpt-000000000500").mkdir()  # no state.json: incomplete
     assert latest_checkpoint(tmp_path).name == "ckpt-000000000300"
     prune_checkpoints(tmp_path, keep=2)
-    assert [p.name for p in list_checkpoints(tmp_path)] == ["ckpt-000000000200", "ckpt-000000000300"]
+    assert [p.name for p in list_checkpoints(tmp_path)] == [
+        "ckpt-000000000200",
+        "ckpt-000000000300",
+    ]
 
 
 def test_mismatched_model_is_a_clear_error(tmp_path):

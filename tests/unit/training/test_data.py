@@ -25,12 +25,32 @@ def _write_shards(tmp_path, num_shards=6, per_shard=5, res=8):
                 arr = np.full((res, res, 3), idx, dtype=np.uint8)
                 buf = io.BytesIO()
                 Image.fromarray(arr).save(buf, format="PNG")
-                sink.write({"__key__": f"{idx:06d}", "png": buf.getvalue(), "cls": str(idx % 3).encode(),
-                            "json": json.dumps({"index": idx}).encode()})
-        shards.append(ShardInfo(name=name, split="train", num_samples=per_shard,
-                                bytes=(tmp_path / name).stat().st_size, sha256="x"))
-    manifest = Manifest(name="t", resolution=res, channels=3, image_format="png",
-                        num_samples=num_shards * per_shard, classes={"a": 0, "b": 1, "c": 2}, shards=shards)
+                sink.write(
+                    {
+                        "__key__": f"{idx:06d}",
+                        "png": buf.getvalue(),
+                        "cls": str(idx % 3).encode(),
+                        "json": json.dumps({"index": idx}).encode(),
+                    }
+                )
+        shards.append(
+            ShardInfo(
+                name=name,
+                split="train",
+                num_samples=per_shard,
+                bytes=(tmp_path / name).stat().st_size,
+                sha256="x",
+            )
+        )
+    manifest = Manifest(
+        name="t",
+        resolution=res,
+        channels=3,
+        image_format="png",
+        num_samples=num_shards * per_shard,
+        classes={"a": 0, "b": 1, "c": 2},
+        shards=shards,
+    )
     save_manifest(manifest, str(tmp_path))
     return load_manifest(str(tmp_path))
 
@@ -52,8 +72,14 @@ def test_epoch_reads_every_sample_exactly_once(tmp_path, world_size, workers):
     m = _write_shards(tmp_path, num_shards=7)  # 7 shards: uneven split on purpose
     seen = []
     for rank in range(world_size):
-        loader = build_loader(m, DataConfig(num_workers=workers), batch=4, rank=rank, world_size=world_size,
-                              mode="epoch")
+        loader = build_loader(
+            m,
+            DataConfig(num_workers=workers),
+            batch=4,
+            rank=rank,
+            world_size=world_size,
+            mode="epoch",
+        )
         for images, _ in loader:  # finite: no rank blocks on the others
             seen += _ids(images)
     assert sorted(seen) == list(range(35))
@@ -63,9 +89,19 @@ def test_resampled_streams_differ_by_rank_and_are_endless(tmp_path):
     m = _write_shards(tmp_path)
     streams = []
     for rank in range(2):
-        it = iter(build_loader(m, DataConfig(num_workers=0, shuffle_buffer=8), batch=5, rank=rank,
-                               world_size=2, seed=1))
-        streams.append([v for _ in range(20) for v in _ids(next(it)[0])])  # 100 > 30 samples: endless
+        it = iter(
+            build_loader(
+                m,
+                DataConfig(num_workers=0, shuffle_buffer=8),
+                batch=5,
+                rank=rank,
+                world_size=2,
+                seed=1,
+            )
+        )
+        streams.append(
+            [v for _ in range(20) for v in _ids(next(it)[0])]
+        )  # 100 > 30 samples: endless
     assert streams[0] != streams[1]
     assert set(streams[0]) <= set(range(30))
 

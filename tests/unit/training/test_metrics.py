@@ -45,8 +45,13 @@ class TinyExtractor(FeatureExtractor):
 
     def __init__(self, channels: int = 3) -> None:
         super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(channels, 8, 3, stride=2, padding=1), nn.ReLU(),
-                                  nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(32, 16))
+        self.body = nn.Sequential(
+            nn.Conv2d(channels, 8, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(2),
+            nn.Flatten(),
+            nn.Linear(32, 16),
+        )
         self.fc = nn.Linear(16, 10)
         # weights from a private generator: identical in every instance, even when ranks are threads
         reset_parameters(self, torch.Generator().manual_seed(0))
@@ -70,7 +75,10 @@ def numpy_kid(a: np.ndarray, b: np.ndarray) -> float:
     d = a.shape[1]
     k_aa, k_bb, k_ab = ((a @ a.T) / d + 1) ** 3, ((b @ b.T) / d + 1) ** 3, ((a @ b.T) / d + 1) ** 3
     m = len(a)
-    return float((k_aa.sum() - np.trace(k_aa) + k_bb.sum() - np.trace(k_bb)) / (m * (m - 1)) - 2 * k_ab.mean())
+    return float(
+        (k_aa.sum() - np.trace(k_aa) + k_bb.sum() - np.trace(k_bb)) / (m * (m - 1))
+        - 2 * k_ab.mean()
+    )
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +88,9 @@ def digits(digits_shards):
     from training.data import DataConfig, build_loader
 
     manifest = load_manifest(str(digits_shards))
-    batches = list(build_loader(manifest, DataConfig(num_workers=0, shuffle_buffer=0), batch=512, mode="epoch"))
+    batches = list(
+        build_loader(manifest, DataConfig(num_workers=0, shuffle_buffer=0), batch=512, mode="epoch")
+    )
     return manifest, torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches])
 
 
@@ -93,14 +103,18 @@ def cache_dir(tmp_path_factory):
 def tiny_inception(monkeypatch):
     """Replace the Inception network with TinyExtractor (as if weights were installed)."""
     monkeypatch.setattr(evaluation_module, "check_inception", lambda weights=None: None)
-    monkeypatch.setattr(evaluation_module, "inception_extractor", lambda weights=None: TinyExtractor())
+    monkeypatch.setattr(
+        evaluation_module, "inception_extractor", lambda weights=None: TinyExtractor()
+    )
 
 
 def replay(images: torch.Tensor):
     """A 'generator' that returns real images, picked by its latent (so seeds select images)."""
+
     def sample(z: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
         idx = (z[:, 0].abs() * 1e4).long() % len(images)
         return images[idx].float() / 127.5 - 1
+
     return sample
 
 
@@ -125,8 +139,9 @@ def test_kid_self_near_zero_different_large_and_matches_numpy():
     assert different > 0.5
     assert abs(kernel_distance(a, a, subsets=5)) < 0.02 * different
     # one subset of all samples: the subset permutation cannot matter, so it equals the direct formula
-    assert kernel_distance(a, b, subsets=1) == pytest.approx(numpy_kid(a.double().numpy(), b.double().numpy()),
-                                                              rel=1e-9)
+    assert kernel_distance(a, b, subsets=1) == pytest.approx(
+        numpy_kid(a.double().numpy(), b.double().numpy()), rel=1e-9
+    )
     assert kernel_distance(a, b, subsets=5, seed=3) == kernel_distance(a, b, subsets=5, seed=3)
 
 
@@ -135,11 +150,15 @@ def test_inception_score_bounds():
     assert inception_score(uniform) == pytest.approx(1.0)
     confident = torch.nn.functional.one_hot(torch.arange(1000) % 10, 10).float() * 50
     assert inception_score(confident, splits=1) == pytest.approx(10.0, rel=1e-6)
-    assert 9.0 < inception_score(confident) <= 10.0 + 1e-6  # 10 random splits of 100: nearly balanced
+    assert (
+        9.0 < inception_score(confident) <= 10.0 + 1e-6
+    )  # 10 random splits of 100: nearly balanced
 
 
 def test_precision_recall_hand_computed():
-    real = torch.tensor([[0.0, 0], [1, 0], [0, 1], [1, 1]])  # 3rd-NN radius of every corner: sqrt(2)
+    real = torch.tensor(
+        [[0.0, 0], [1, 0], [0, 1], [1, 1]]
+    )  # 3rd-NN radius of every corner: sqrt(2)
     inside = torch.tensor([[0.5, 0.5], [0.2, 0.1], [0.9, 0.8], [0.1, 0.9]])
     far = torch.tensor([[10.0, 10], [11, 10], [10, 11], [11, 11]])
     assert precision_recall(real, real) == (1.0, 1.0)
@@ -155,9 +174,16 @@ def test_missing_inception_weights_message(monkeypatch, tmp_path):
     with pytest.raises(InceptionWeightsError) as err:
         resolve_inception_weights()
     message = str(err.value)
-    expected = tmp_path / "torch" / "hub" / "checkpoints" / "weights-inception-2015-12-05-6726825d.pth"
-    for needle in (INCEPTION_WEIGHTS_URL, str(expected), "GANFORGE_INCEPTION_WEIGHTS", "--inception-weights",
-                   "docs/evaluation.md"):
+    expected = (
+        tmp_path / "torch" / "hub" / "checkpoints" / "weights-inception-2015-12-05-6726825d.pth"
+    )
+    for needle in (
+        INCEPTION_WEIGHTS_URL,
+        str(expected),
+        "GANFORGE_INCEPTION_WEIGHTS",
+        "--inception-weights",
+        "docs/evaluation.md",
+    ):
         assert needle in message
     with pytest.raises(InceptionWeightsError, match="given explicitly"):
         resolve_inception_weights(tmp_path / "nope.pth")
@@ -179,8 +205,14 @@ def test_missing_weights_fail_before_any_work(digits, monkeypatch, tmp_path):
         raise AssertionError("generated before checking the weights")
 
     with pytest.raises(InceptionWeightsError, match="torch-fidelity/releases"):
-        evaluate(never, manifest, EvalConfig(metrics=["fid"], num_images=16), z_dim=4, c_dim=0,
-                 cache_dir=tmp_path / "cache")
+        evaluate(
+            never,
+            manifest,
+            EvalConfig(metrics=["fid"], num_images=16),
+            z_dim=4,
+            c_dim=0,
+            cache_dir=tmp_path / "cache",
+        )
     assert not (tmp_path / "cache").exists()
 
 
@@ -190,8 +222,14 @@ def test_evaluate_with_standin_extractor(digits, cache_dir, tiny_inception):
     cfg = EvalConfig(metrics=["fid", "kid", "pr", "is"], num_images=300, batch=64, num_workers=0)
     real_like = evaluate(replay(images), manifest, cfg, z_dim=8, c_dim=0, cache_dir=cache_dir)
     assert list(real_like) == ["fid", "kid", "precision", "recall", "is"]
-    blank = evaluate(lambda z, c: torch.full((len(z), 3, 16, 16), -1.0), manifest, cfg, z_dim=8, c_dim=0,
-                     cache_dir=cache_dir)
+    blank = evaluate(
+        lambda z, c: torch.full((len(z), 3, 16, 16), -1.0),
+        manifest,
+        cfg,
+        z_dim=8,
+        c_dim=0,
+        cache_dir=cache_dir,
+    )
     assert real_like["fid"] < 0.2 * blank["fid"]
     assert real_like["kid"] < 0.2 * blank["kid"]
     assert real_like["precision"] > 0.8 and real_like["recall"] > 0.5
@@ -223,7 +261,13 @@ def test_conditional_generator_gets_real_label_distribution(digits, cache_dir):
     def conditional(z, c):  # honours its label: a perfect conditional model
         ids = c.argmax(1)
         seen.append(ids)
-        return torch.stack([by_class[k][i % len(by_class[k])] for i, k in enumerate(ids.tolist())]).float() / 127.5 - 1
+        return (
+            torch.stack(
+                [by_class[k][i % len(by_class[k])] for i, k in enumerate(ids.tolist())]
+            ).float()
+            / 127.5
+            - 1
+        )
 
     cfg = EvalConfig(metrics=["coverage"], num_images=200, batch=100, num_workers=0)
     result = evaluate(conditional, manifest, cfg, z_dim=8, c_dim=10, cache_dir=cache_dir)
@@ -248,6 +292,7 @@ def test_distributed_matches_single_process(digits, cache_dir, tiny_inception):
             out = torch.cat(slots)
             barrier.wait()
             return out
+
         return gather
 
     def run_ranks(folder):
@@ -256,8 +301,17 @@ def test_distributed_matches_single_process(digits, cache_dir, tiny_inception):
 
         def run(rank):
             try:
-                results[rank] = evaluate(replay(images), manifest, cfg, z_dim=8, c_dim=0, rank=rank,
-                                         world_size=world, gather=make_gather(rank), cache_dir=folder)
+                results[rank] = evaluate(
+                    replay(images),
+                    manifest,
+                    cfg,
+                    z_dim=8,
+                    c_dim=0,
+                    rank=rank,
+                    world_size=world,
+                    gather=make_gather(rank),
+                    cache_dir=folder,
+                )
             except BaseException as exc:  # noqa: BLE001 - reported below
                 errors.append(exc)
                 barrier.abort()
@@ -293,7 +347,9 @@ def test_seeds_follow_the_generate_convention():
 
 def test_gather_helpers():
     world = 3
-    parts = [torch.arange(n, dtype=torch.float32).reshape(n, 1) + 10 * r for r, n in enumerate([2, 0, 3])]
+    parts = [
+        torch.arange(n, dtype=torch.float32).reshape(n, 1) + 10 * r for r, n in enumerate([2, 0, 3])
+    ]
     calls = {"n": 0}
 
     def fake_gather_for(rank):  # what an all-gather returns, built from every rank's padded input
@@ -303,11 +359,14 @@ def test_gather_helpers():
                 return torch.tensor([len(p) for p in parts])
             longest = t.shape[0]
             return torch.cat([torch.cat([p, p.new_zeros(longest - len(p), 1)]) for p in parts])
+
         return gather
 
     out = gather_padded(parts[0], fake_gather_for(0), world)
     assert out.flatten().tolist() == [0, 1, 20, 21, 22]
-    assert broadcast_from_main(torch.ones(2), lambda t: torch.cat([t, t * 0, t * 0]), 0, 3).tolist() == [1, 1]
+    assert broadcast_from_main(
+        torch.ones(2), lambda t: torch.cat([t, t * 0, t * 0]), 0, 3
+    ).tolist() == [1, 1]
 
 
 def test_precompute_reference_then_evaluate_reuses_it(digits, tmp_path, tiny_inception):
@@ -332,8 +391,10 @@ def test_cache_locations(digits, tmp_path, monkeypatch):
     local = dataclasses.replace(manifest)
     local.location = str(tmp_path / "data")
     (tmp_path / "data").mkdir()
-    assert cache_dirs(local) == ([tmp_path / "data" / "eval-cache", tmp_path / "user" / "eval"],
-                                 tmp_path / "data" / "eval-cache")
+    assert cache_dirs(local) == (
+        [tmp_path / "data" / "eval-cache", tmp_path / "user" / "eval"],
+        tmp_path / "data" / "eval-cache",
+    )
     remote = dataclasses.replace(manifest)
     remote.location = "s3://bucket/digits"
     assert cache_dirs(remote) == ([tmp_path / "user" / "eval"], tmp_path / "user" / "eval")
@@ -345,17 +406,28 @@ def test_classifier_is_deterministic(digits):
 
     _, images, labels = digits
     cfg = ClassifierConfig(epochs=1, max_images=200)
-    nets = [train_classifier(images[:200], labels[:200], num_classes=10, resolution=16, cfg=cfg)[0] for _ in range(2)]
+    nets = [
+        train_classifier(images[:200], labels[:200], num_classes=10, resolution=16, cfg=cfg)[0]
+        for _ in range(2)
+    ]
     for a, b in zip(nets[0].state_dict().values(), nets[1].state_dict().values()):
         assert torch.equal(a, b)
 
 
 # -- config and names ----------------------------------------------------------------------------
 def test_eval_config_validation_and_names():
-    assert result_names(EvalConfig(metrics=["fid", "pr", "coverage"])) == \
-        ["fid", "precision", "recall", "coverage", "class_entropy", "classifier_fd"]
-    assert result_names(EvalConfig(metrics="fid,kid", feature_extractor="classifier")) == \
-        ["classifier_fd", "classifier_kid"]
+    assert result_names(EvalConfig(metrics=["fid", "pr", "coverage"])) == [
+        "fid",
+        "precision",
+        "recall",
+        "coverage",
+        "class_entropy",
+        "classifier_fd",
+    ]
+    assert result_names(EvalConfig(metrics="fid,kid", feature_extractor="classifier")) == [
+        "classifier_fd",
+        "classifier_kid",
+    ]
     with pytest.raises(ValueError, match="^metrics:"):
         EvalConfig(metrics=["fid", "lpips"])
     with pytest.raises(ValueError, match="^num_images:"):
@@ -377,7 +449,13 @@ def test_unlabelled_data_rejects_coverage(digits, monkeypatch):
     manifest, _, _ = digits
     unlabelled = dataclasses.replace(manifest, classes={})
     with pytest.raises(ValueError, match="coverage"):
-        evaluate(lambda z, c: None, unlabelled, EvalConfig(metrics=["coverage"], num_images=10), z_dim=4, c_dim=0)
+        evaluate(
+            lambda z, c: None,
+            unlabelled,
+            EvalConfig(metrics=["coverage"], num_images=10),
+            z_dim=4,
+            c_dim=0,
+        )
 
 
 # -- CLI ----------------------------------------------------------------------------------------
@@ -387,13 +465,34 @@ def test_cli_eval_on_a_tiny_export(digits_shards, cache_dir, tmp_path, capsys):
     from training.networks.config import ModelConfig
     from training.networks.export import save_export
 
-    g, _, g_kwargs, _ = build_networks(ModelConfig(z_dim=16, w_dim=16, map_depth=2, channel_base=128, channel_max=16),
-                                       16, 3, 0)
+    g, _, g_kwargs, _ = build_networks(
+        ModelConfig(z_dim=16, w_dim=16, map_depth=2, channel_base=128, channel_max=16), 16, 3, 0
+    )
     export = save_export(tmp_path / "export", g, family="stylegan2", kwargs=g_kwargs)
     out = tmp_path / "metrics.json"
-    code = main(["eval", "--model", str(export), "--data", str(digits_shards), "--metrics", "coverage",
-                 "--num-images", "32", "--batch", "16", "--device", "cpu", "--workers", "0",
-                 "--cache-dir", str(cache_dir), "--out", str(out)])
+    code = main(
+        [
+            "eval",
+            "--model",
+            str(export),
+            "--data",
+            str(digits_shards),
+            "--metrics",
+            "coverage",
+            "--num-images",
+            "32",
+            "--batch",
+            "16",
+            "--device",
+            "cpu",
+            "--workers",
+            "0",
+            "--cache-dir",
+            str(cache_dir),
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     assert "coverage" in printed and "classifier_fd" in printed
@@ -406,8 +505,21 @@ def test_cli_eval_missing_weights_is_a_user_error(digits_shards, tmp_path, monke
 
     monkeypatch.delenv("GANFORGE_INCEPTION_WEIGHTS", raising=False)
     monkeypatch.delenv("GANFORGE_DEBUG", raising=False)
-    code = main(["eval", "--model", str(tmp_path / "none"), "--data", str(digits_shards), "--metrics", "fid",
-                 "--inception-weights", str(tmp_path / "missing.pth"), "--device", "cpu"])
+    code = main(
+        [
+            "eval",
+            "--model",
+            str(tmp_path / "none"),
+            "--data",
+            str(digits_shards),
+            "--metrics",
+            "fid",
+            "--inception-weights",
+            str(tmp_path / "missing.pth"),
+            "--device",
+            "cpu",
+        ]
+    )
     assert code == 2
     assert "weights-inception-2015-12-05-6726825d.pth" in capsys.readouterr().err
 
@@ -427,8 +539,13 @@ def test_cli_records_metrics_as_registry_version_tags(digits, tmp_path):
         client.create_registered_model("digits")
         version = client.create_model_version("digits", source=str(tmp_path)).version
         client.set_registered_model_alias("digits", "champion", version)
-    args = argparse.Namespace(model="models:/digits@champion", tracking_uri=uri, no_tags=False, log_run=None,
-                              num_images=64)
+    args = argparse.Namespace(
+        model="models:/digits@champion",
+        tracking_uri=uri,
+        no_tags=False,
+        log_run=None,
+        num_images=64,
+    )
     _record(args, {"coverage": 0.9, "classifier_fd": 12.5}, manifest)
     with mlflow_uri(uri):
         tags = MlflowClient().get_model_version("digits", version).tags

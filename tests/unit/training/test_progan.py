@@ -24,11 +24,20 @@ Z_DIM = 8
 TINY = {"channel_base": 64, "channel_max": 8}  # 8 maps at 4/8 px, 4 at 16, 2 at 32, 1 at 64
 
 
-def make_pair(c_dim: int = 0, resolution: int = 32, channels: int = 3, seed: int = 0, mbstd_group: int = 4):
+def make_pair(
+    c_dim: int = 0, resolution: int = 32, channels: int = 3, seed: int = 0, mbstd_group: int = 4
+):
     torch.manual_seed(seed)
-    generator = Generator(z_dim=Z_DIM, c_dim=c_dim, img_resolution=resolution, img_channels=channels, **TINY)
-    discriminator = Discriminator(c_dim=c_dim, img_resolution=resolution, img_channels=channels,
-                                  mbstd_group=mbstd_group, **TINY)
+    generator = Generator(
+        z_dim=Z_DIM, c_dim=c_dim, img_resolution=resolution, img_channels=channels, **TINY
+    )
+    discriminator = Discriminator(
+        c_dim=c_dim,
+        img_resolution=resolution,
+        img_channels=channels,
+        mbstd_group=mbstd_group,
+        **TINY,
+    )
     # Nonzero biases so that every path (and truncation) is exercised as after training.
     with torch.no_grad():
         for module in (generator, discriminator):
@@ -95,8 +104,13 @@ def test_shapes_at_64px_grayscale():
 
 def test_channels_follow_model_config_formula():
     assert [channels_at(r, 16384, 512) for r in (4, 32, 64, 1024)] == [512, 512, 256, 16]
-    generator = Generator(z_dim=Z_DIM, c_dim=0, img_resolution=32, img_channels=3, channel_base=256, channel_max=32)
-    assert generator.blocks["32"].conv1.out_channels == 8 and generator.blocks["8"].conv1.out_channels == 32
+    generator = Generator(
+        z_dim=Z_DIM, c_dim=0, img_resolution=32, img_channels=3, channel_base=256, channel_max=32
+    )
+    assert (
+        generator.blocks["32"].conv1.out_channels == 8
+        and generator.blocks["8"].conv1.out_channels == 32
+    )
 
 
 @pytest.mark.parametrize("resolution", [8, 16, 32])
@@ -109,10 +123,15 @@ def test_generator_fade_paths_by_hand(resolution):
         old = nearest_up(generator.torgb[str(resolution // 2)](feats[resolution // 2]))
         assert torch.allclose(generator(z, resolution=resolution, alpha=1.0), new, atol=1e-6)
         assert torch.allclose(generator(z, resolution=resolution, alpha=0.0), old, atol=1e-6)
-        assert torch.allclose(generator(z, resolution=resolution, alpha=0.25), 0.75 * old + 0.25 * new, atol=1e-6)
+        assert torch.allclose(
+            generator(z, resolution=resolution, alpha=0.25), 0.75 * old + 0.25 * new, atol=1e-6
+        )
         # alpha as a 0-dim tensor (no torch.compile recompile per value) gives the same images
-        assert torch.allclose(generator(z, resolution=resolution, alpha=torch.tensor(0.25)),
-                              0.75 * old + 0.25 * new, atol=1e-6)
+        assert torch.allclose(
+            generator(z, resolution=resolution, alpha=torch.tensor(0.25)),
+            0.75 * old + 0.25 * new,
+            atol=1e-6,
+        )
         assert not torch.allclose(new, old, atol=1e-3)  # the two paths really differ
 
 
@@ -130,15 +149,25 @@ def test_discriminator_fade_paths_by_hand(resolution):
     _, discriminator = make_pair()
     images = torch.randn(4, 3, resolution, resolution)
     with torch.no_grad():
-        new_in = discriminator.blocks[str(resolution)](discriminator.fromrgb[str(resolution)](images))
+        new_in = discriminator.blocks[str(resolution)](
+            discriminator.fromrgb[str(resolution)](images)
+        )
         old_in = discriminator.fromrgb[str(resolution // 2)](box_down(images))
         new = d_rest_by_hand(discriminator, new_in, resolution)
         old = d_rest_by_hand(discriminator, old_in, resolution)
         blend = d_rest_by_hand(discriminator, 0.4 * old_in + 0.6 * new_in, resolution)
-        assert torch.allclose(discriminator(images, resolution=resolution, alpha=1.0), new, atol=1e-5)
-        assert torch.allclose(discriminator(images, resolution=resolution, alpha=0.0), old, atol=1e-5)
-        assert torch.allclose(discriminator(images, resolution=resolution, alpha=0.6), blend, atol=1e-5)
-        assert torch.allclose(discriminator(images, resolution=resolution, alpha=torch.tensor(0.6)), blend, atol=1e-5)
+        assert torch.allclose(
+            discriminator(images, resolution=resolution, alpha=1.0), new, atol=1e-5
+        )
+        assert torch.allclose(
+            discriminator(images, resolution=resolution, alpha=0.0), old, atol=1e-5
+        )
+        assert torch.allclose(
+            discriminator(images, resolution=resolution, alpha=0.6), blend, atol=1e-5
+        )
+        assert torch.allclose(
+            discriminator(images, resolution=resolution, alpha=torch.tensor(0.6)), blend, atol=1e-5
+        )
         assert not torch.allclose(new, old, atol=1e-4)
 
 
@@ -208,11 +237,14 @@ def test_truncation():
         assert torch.allclose(mean[0], mean[1]) and torch.allclose(mean[2], mean[3])
         assert not torch.allclose(mean[0], mean[2], atol=1e-4)
         by_hand = generator.torgb["32"](
-            features_by_hand_cond(generator, 0.5 * normalize_2nd_moment(z), c))
+            features_by_hand_cond(generator, 0.5 * normalize_2nd_moment(z), c)
+        )
         assert torch.allclose(generator(z, c, truncation_psi=0.5), by_hand, atol=1e-6)
 
 
-def features_by_hand_cond(generator: Generator, latent: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+def features_by_hand_cond(
+    generator: Generator, latent: torch.Tensor, c: torch.Tensor
+) -> torch.Tensor:
     x = torch.cat([latent, normalize_2nd_moment(generator.embed(c))], dim=1)
     for r in (4, 8, 16, 32):
         x = generator.blocks[str(r)](x)
@@ -237,7 +269,9 @@ def test_parameters_fixed_from_construction_and_only_active_layers_train():
     names_d = [n for n, _ in discriminator.named_parameters()]
     for module in (generator, discriminator):
         assert all(isinstance(v, torch.Tensor) for v in module.state_dict().values())
-    assert any(n.startswith("blocks.32.") for n in names_g) and any(n.startswith("fromrgb.32.") for n in names_d)
+    assert any(n.startswith("blocks.32.") for n in names_g) and any(
+        n.startswith("fromrgb.32.") for n in names_d
+    )
 
     z = torch.randn(4, Z_DIM)
     images = generator(z, resolution=16, alpha=0.5)
@@ -256,14 +290,24 @@ def test_kwargs_are_json_and_rebuild():
     cfg = ModelConfig(family="progan", z_dim=16, channel_base=128, channel_max=16, mbstd_group=2)
     g_kwargs = generator_kwargs(cfg, 16, 1, 10)
     d_kwargs = discriminator_kwargs(cfg, 16, 1, 10)
-    assert json.loads(json.dumps(g_kwargs)) == g_kwargs and json.loads(json.dumps(d_kwargs)) == d_kwargs
+    assert (
+        json.loads(json.dumps(g_kwargs)) == g_kwargs
+        and json.loads(json.dumps(d_kwargs)) == d_kwargs
+    )
     assert g_kwargs["c_dim"] == 0 and d_kwargs["c_dim"] == 0  # model.conditional is off
     assert d_kwargs["mbstd_group"] == 2
-    cond = ModelConfig(family="progan", z_dim=16, channel_base=128, channel_max=16, conditional=True)
+    cond = ModelConfig(
+        family="progan", z_dim=16, channel_base=128, channel_max=16, conditional=True
+    )
     assert generator_kwargs(cond, 16, 1, 10)["c_dim"] == 10
     generator, discriminator, gk, dk = build_networks(cond, 16, 1, 10)
     assert isinstance(generator, Generator) and isinstance(discriminator, Discriminator)
-    assert (generator.z_dim, generator.c_dim, generator.img_resolution, generator.img_channels) == (16, 10, 16, 1)
+    assert (generator.z_dim, generator.c_dim, generator.img_resolution, generator.img_channels) == (
+        16,
+        10,
+        16,
+        1,
+    )
     assert gk == generator_kwargs(cond, 16, 1, 10) and dk == discriminator_kwargs(cond, 16, 1, 10)
 
 
@@ -273,8 +317,13 @@ def test_export_round_trip(tmp_path, c_dim):
     kwargs = generator_kwargs(cfg, 32, 3, c_dim)
     torch.manual_seed(1)
     generator = Generator(**kwargs)
-    save_export(tmp_path / "export", generator, family="progan", kwargs=kwargs,
-                class_names=[str(i) for i in range(c_dim)])
+    save_export(
+        tmp_path / "export",
+        generator,
+        family="progan",
+        kwargs=kwargs,
+        class_names=[str(i) for i in range(c_dim)],
+    )
     loaded, config = load_export(tmp_path / "export")
     assert config["family"] == "progan" and config["resolution"] == 32 and config["c_dim"] == c_dim
     z = torch.randn(3, Z_DIM)
@@ -293,5 +342,8 @@ def test_compiles_without_graph_breaks():
     with torch.no_grad():
         images = compiled_g(z, resolution=8, alpha=alpha)
         assert torch.allclose(images, generator(z, resolution=8, alpha=0.3), atol=1e-6)
-        assert torch.allclose(compiled_d(images, resolution=8, alpha=alpha),
-                              discriminator(images, resolution=8, alpha=0.3), atol=1e-6)
+        assert torch.allclose(
+            compiled_d(images, resolution=8, alpha=alpha),
+            discriminator(images, resolution=8, alpha=0.3),
+            atol=1e-6,
+        )

@@ -22,7 +22,9 @@ def _weights(run_dir):
     ckpt = latest_checkpoint(run_dir / "checkpoints")
     from safetensors.torch import load_file
 
-    return load_file(str(ckpt / "models.safetensors")), json.loads((ckpt / "state.json").read_text())
+    return load_file(str(ckpt / "models.safetensors")), json.loads(
+        (ckpt / "state.json").read_text()
+    )
 
 
 def test_short_run_writes_everything(tmp_path, digits_shards):
@@ -38,12 +40,23 @@ def test_short_run_writes_everything(tmp_path, digits_shards):
     generator, config = load_export(result.export_dir)
     assert config["family"] == "stylegan2" and config["meta"]["kimg"] == pytest.approx(0.032)
     assert set(config["meta"]["metrics"]) == {"coverage", "class_entropy", "classifier_fd"}
-    assert generator(torch.randn(2, generator.z_dim), None, noise_mode="const").shape == (2, 3, 16, 16)
+    assert generator(torch.randn(2, generator.z_dim), None, noise_mode="const").shape == (
+        2,
+        3,
+        16,
+        16,
+    )
 
 
 def test_resume_is_exact(tmp_path, digits_shards):
-    extra = {"data.loader": "deterministic", "augment.mode": "ada", "augment.interval": 1,
-             "augment.ada_kimg": 0.1, "loss.r1_interval": 2, "train.checkpoint_ticks": 0}
+    extra = {
+        "data.loader": "deterministic",
+        "augment.mode": "ada",
+        "augment.interval": 1,
+        "augment.ada_kimg": 0.1,
+        "loss.r1_interval": 2,
+        "train.checkpoint_ticks": 0,
+    }
     straight = _cfg(tmp_path / "a", digits_shards, **extra, **{"train.total_kimg": 0.048})
     train(straight)
     half = _cfg(tmp_path / "b", digits_shards, **extra, **{"train.total_kimg": 0.024})
@@ -58,7 +71,9 @@ def test_resume_is_exact(tmp_path, digits_shards):
 
 
 def test_divergence_stops_and_keeps_last_good_checkpoint(tmp_path, digits_shards):
-    cfg = _cfg(tmp_path, digits_shards, **{"train.lr_d": 1e30, "train.lr_g": 1e30, "train.total_kimg": 0.4})
+    cfg = _cfg(
+        tmp_path, digits_shards, **{"train.lr_d": 1e30, "train.lr_g": 1e30, "train.total_kimg": 0.4}
+    )
     result = train(cfg)
     assert result.status == "diverged"
     assert result.export_dir is None
@@ -76,10 +91,19 @@ def test_conditional_needs_labels_message(tmp_path, digits_shards):
     assert config["c_dim"] == 10 and config["class_names"][:3] == ["0", "1", "2"]
 
 
-PROGAN = {"model.family": "progan", "model.channel_base": 64, "model.channel_max": 16, "loss.kind": "wgan-gp",
-          "augment.mode": "none", "growth.start_resolution": 4, "growth.fade_kimg": 0.016,
-          "growth.stable_kimg": 0.016, "growth.batch_per_resolution": "{'4': 16, '8': 8, '16': 8}",
-          "data.loader": "deterministic", "train.checkpoint_ticks": 0}
+PROGAN = {
+    "model.family": "progan",
+    "model.channel_base": 64,
+    "model.channel_max": 16,
+    "loss.kind": "wgan-gp",
+    "augment.mode": "none",
+    "growth.start_resolution": 4,
+    "growth.fade_kimg": 0.016,
+    "growth.stable_kimg": 0.016,
+    "growth.batch_per_resolution": "{'4': 16, '8': 8, '16': 8}",
+    "data.loader": "deterministic",
+    "train.checkpoint_ticks": 0,
+}
 
 
 def test_progan_grows_to_full_resolution(tmp_path, digits_shards):
