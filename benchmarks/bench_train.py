@@ -56,6 +56,7 @@ CONFIGS = {
 def fake_manifest(folder: Path, resolution: int) -> str:
     """One shard of random images (the trainer needs a manifest; the benchmark feeds batches)."""
     name = "train-000000.tar"
+    folder.mkdir(parents=True, exist_ok=True)
     with wds.TarWriter(str(folder / name)) as sink:
         for i in range(8):
             buf = io.BytesIO()

@@ -17,6 +17,8 @@ from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
 
+_BOOL_WORDS = {True: ("yes", "on", "true", "y"), False: ("no", "off", "false", "n")}
+
 
 class ConfigError(ValueError):
     """A user mistake in a config file or override; the message names the key path."""
@@ -64,6 +66,9 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
         raise ConfigError(f"{path}: expected {_type_name(tp)}, got {value!r}")
     if origin is Literal:
         allowed = get_args(tp)
+        if isinstance(value, bool) and not any(isinstance(a, bool) for a in allowed):
+            # YAML 1.1 reads no/off/yes/on as booleans: `mixed_precision: no` means the string
+            value = next((a for a in allowed if str(a).lower() in _BOOL_WORDS[value]), value)
         if value not in allowed:
             raise ConfigError(
                 f"{path}: {value!r} is not valid; choose one of {', '.join(map(repr, allowed))}"

@@ -100,3 +100,11 @@ def test_preset_inheritance(tmp_path):
     path.write_text("base: digits\ntrain:\n  batch: 8\n")
     cfg = load_config(str(path))
     assert cfg.train.batch == 8 and cfg.prep.source == "digits"
+
+
+def test_yaml_boolean_words_for_string_choices():
+    # YAML 1.1 parses `no` as false; mixed_precision's choice "no" must still work
+    assert load_config("digits", ["train.mixed_precision=no"]).train.mixed_precision == "no"
+    assert (
+        load_config("digits", ["train.lr_g=1e-3"]).train.lr_g == 0.001
+    )  # "1e-3" is a string in YAML 1.1
