@@ -79,9 +79,8 @@ def start(cmd: list[str], log: Path, cwd: Path, env: dict | None = None) -> subp
     )
 
 
-@pytest.fixture(scope="module")
-def mlflow_server(tmp_path_factory):
-    root = tmp_path_factory.mktemp("mlflow-server")
+def start_mlflow_server(root: Path) -> tuple[subprocess.Popen, str]:
+    """A real `mlflow server` (sqlite backend, local artifacts, 127.0.0.1, a free port), ready."""
     port = free_port()
     proc = start(
         [
@@ -109,6 +108,12 @@ def mlflow_server(tmp_path_factory):
     except Exception:
         stop(proc)
         raise RuntimeError((root / "server.log").read_text()[-3000:]) from None
+    return proc, uri
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    proc, uri = start_mlflow_server(tmp_path_factory.mktemp("mlflow-server"))
     yield uri
     stop(proc)
 

@@ -13,37 +13,10 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import tiny_overrides
-from tests.integration.test_mlflow_server import free_port, start, stop, wait_http
+from tests.integration.test_mlflow_server import start_mlflow_server, stop
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
-
-
-def _server(root: Path) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    proc = start(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "server",
-            "--backend-store-uri",
-            f"sqlite:///{root / 'mlflow.db'}",
-            "--artifacts-destination",
-            str(root / "artifacts"),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ],
-        root / "server.log",
-        cwd=root,
-    )
-    uri = f"http://127.0.0.1:{port}"
-    wait_http(f"{uri}/health", proc, 90, "mlflow server")
-    return proc, uri
 
 
 def _train_cmd(work: Path, manifest: Path, uri: str, **extra) -> list[str]:
@@ -61,7 +34,7 @@ def _env() -> dict:
 
 
 def test_tracked_run_on_a_server(tmp_path, digits_shards):
-    server, uri = _server(tmp_path)
+    server, uri = start_mlflow_server(tmp_path)
     try:
         proc = subprocess.run(
             _train_cmd(tmp_path / "work", digits_shards, uri, **{"train.total_kimg": 0.048}),
@@ -91,7 +64,7 @@ def test_tracked_run_on_a_server(tmp_path, digits_shards):
 
 
 def test_training_survives_the_server_dying(tmp_path, digits_shards):
-    server, uri = _server(tmp_path)
+    server, uri = start_mlflow_server(tmp_path)
     work = tmp_path / "work"
     proc = subprocess.Popen(
         _train_cmd(work, digits_shards, uri, **{"train.total_kimg": 0.4}),
