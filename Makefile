@@ -23,11 +23,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	touch $(STAMP)
 
+# PATH: as with the venv activated (tools such as `mlflow models serve` exec uvicorn from PATH)
 demo: setup
-	$(BIN)/ganforge run
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/ganforge run
 
 test: setup
-	$(BIN)/python -m pytest -q tests
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q tests
 
 lint: setup
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
