@@ -350,8 +350,12 @@ def test_mlflow_models_serve_on_the_pyfunc(mlflow_server, registered, tmp_path):
     # `mlflow models serve` execs `uvicorn` from PATH: the interpreter's own bin folder (the
     # venv) must be on it, as it is for a user with the venv activated
     bin_dir = str(Path(sys.executable).parent)
-    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_server, "OMP_NUM_THREADS": "1",
-           "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": mlflow_server,
+        "OMP_NUM_THREADS": "1",
+        "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
+    }
     proc = start(
         [
             sys.executable,
