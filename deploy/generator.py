@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from training.networks.export import CONFIG_NAME, ExportError, load_export
+from training.networks.export import CONFIG_NAME, ExportError, atomic_write, load_export
 
 from . import sampling
 
@@ -264,16 +264,7 @@ def _pil(image: np.ndarray):
 
 
 def _atomic_save(path: Path, save: Any) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    os.close(fd)
-    try:
-        save(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, save, suffix=path.suffix)
 
 
 def save_grid(images: np.ndarray, path: str | Path, cols: int | None = None) -> Path:

@@ -7,8 +7,6 @@ overrides and saves the resolved config beside the run.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +20,7 @@ from training.growth import GrowthConfig
 from training.losses import LossConfig
 from training.metrics import EvalConfig
 from training.networks.config import ModelConfig
+from training.networks.export import atomic_write
 from training.tracking import TrackingConfig
 from training.trainer import TrainConfig
 
@@ -118,13 +117,8 @@ def config_to_yaml(cfg: RunConfig) -> str:
 
 def save_config(cfg: RunConfig, path: str | Path) -> Path:
     """Write the resolved config atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(config_to_yaml(cfg))
-    os.replace(tmp, path)
-    return path
+    text = config_to_yaml(cfg)
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
 def config_from_yaml_file(path: str | Path) -> RunConfig:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
+
+from .networks.export import atomic_write
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
@@ -37,14 +37,8 @@ def grid_array(
 
 
 def save_png(array: np.ndarray, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     img = Image.fromarray(array[:, :, 0] if array.shape[-1] == 1 else array)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-    os.close(fd)
-    img.save(tmp, format="PNG")
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, lambda tmp: img.save(tmp, format="PNG"), suffix=".png")
 
 
 def grid_latents(count: int, z_dim: int) -> torch.Tensor:
@@ -76,11 +70,7 @@ def save_curves(rows: list[dict], keys: list[str], path: str | Path) -> Path | N
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-    os.close(fd)
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    try:
+        return atomic_write(path, fig.savefig, suffix=".png")
+    finally:
+        plt.close(fig)

@@ -23,7 +23,6 @@ import json
 import math
 import os
 import re
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +32,7 @@ from safetensors.torch import load_file, save_file
 
 from data_prep.manifest import Manifest
 
+from ..networks.export import atomic_write
 from .features import FeatureExtractor
 from .gather import Gather, broadcast_from_main, gather_padded, resolve_gather
 
@@ -103,14 +103,7 @@ def atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: Path, meta: 
             lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2, sort_keys=True)),
         ),
     ):
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{target.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            write(tmp)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write(target, write)
 
 
 def load_cached(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,17 +29,22 @@ class ExportError(ValueError):
     """The folder is not a valid ganforge export; the message says what is wrong."""
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+def atomic_write(path: str | Path, write: Callable[[str], Any], suffix: str = ".tmp") -> Path:
+    """Write a file so that it is either complete or absent: ``write(tmp)`` fills a temporary
+    file beside ``path`` (``suffix`` for writers that infer the format), which is then renamed
+    into place; on any failure the temporary file is removed. The one helper for every atomic
+    write in ganforge; it lives here because ``deploy`` may import only ``training.networks``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        write(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return path
 
 
 def save_export(
@@ -56,14 +62,8 @@ def save_export(
     state = {
         k: v.detach().to("cpu", copy=True).contiguous() for k, v in generator.state_dict().items()
     }
-    fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{WEIGHTS_NAME}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(state, tmp, metadata={"format": FORMAT, "format_version": str(FORMAT_VERSION)})
-        os.replace(tmp, out / WEIGHTS_NAME)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    metadata = {"format": FORMAT, "format_version": str(FORMAT_VERSION)}
+    atomic_write(out / WEIGHTS_NAME, lambda tmp: save_file(state, tmp, metadata=metadata))
     config = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -76,7 +76,10 @@ def save_export(
         "class_names": list(class_names or []),
         "meta": dict(meta or {}),
     }
-    _atomic_write_bytes(out / CONFIG_NAME, json.dumps(config, indent=2, sort_keys=True).encode())
+    atomic_write(
+        out / CONFIG_NAME,
+        lambda tmp: Path(tmp).write_bytes(json.dumps(config, indent=2, sort_keys=True).encode()),
+    )
     return out
 
 
