@@ -184,6 +184,14 @@ class _ErrorCount:
             )
 
 
+def pop_random(buffer: list, rng: random.Random):
+    """Remove and return a uniformly drawn element in O(1): the last one takes its place
+    (``list.pop(i)`` shifts the tail, O(buffer) per sample)."""
+    i = rng.randrange(len(buffer))
+    buffer[i], buffer[-1] = buffer[-1], buffer[i]
+    return buffer.pop()
+
+
 def _collate(items: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor]:
     images = torch.stack([im for im, _ in items])
     labels = torch.tensor([lb for _, lb in items], dtype=torch.int64)
@@ -312,7 +320,7 @@ class ShardStream(IterableDataset):
                 buffer.append(sample)
                 if len(buffer) < self.shuffle_buffer:
                     continue
-                sample = buffer.pop(rng.randrange(len(buffer)))
+                sample = pop_random(buffer, rng)
             yield sample, self.xflip and rng.random() < 0.5
 
     # -- decoding -----------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from training.data import (
     ShardStream,
     build_loader,
     check_shards,
+    pop_random,
     shard_warning,
 )
 
@@ -374,3 +375,19 @@ def test_deterministic_stream_is_the_same_with_workers(tmp_path, workers):
             images, labels = ranks[r][step]
             assert torch.equal(images, single[2 * step + r][0])
             assert torch.equal(labels, single[2 * step + r][1])
+
+
+def test_shuffle_buffer_pop_is_uniform_and_constant_time():
+    import random
+
+    rng = random.Random(0)
+    buffer = list(range(10))
+    drawn = pop_random(buffer, rng)
+    # the last element fills the hole: nothing after it moved (list.pop(i) would shift them)
+    expected = list(range(10))
+    expected[drawn] = 9
+    assert buffer == expected[:9] or (drawn == 9 and buffer == list(range(9)))
+    counts = [0] * 4
+    for _ in range(4000):
+        counts[pop_random([0, 1, 2, 3], rng)] += 1
+    assert all(900 < c < 1100 for c in counts)  # uniform over the buffer
