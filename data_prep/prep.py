@@ -2,7 +2,7 @@
 
 Stages (each shard is an independent task, so workers, nodes and resumed runs never coordinate):
 
-1. Enumerate the source into an on-disk record index (``sources.py``).
+1. Enumerate the source into an on-disk record index (``sources/``).
 2. Plan: a seeded permutation of all records; the first ``val_fraction`` go to ``val``; each
    split is cut into contiguous slices of the permutation, one per shard, so every shard is a
    random sample of the whole set (resampled loading relies on that). The plan depends only on
