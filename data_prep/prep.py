@@ -49,7 +49,7 @@ from .writer import ShardTask, done_path, read_json, slim_record, write_json_ato
 PLAN_NAME = "_plan.json"
 PARTITIONS_DIR = "_partitions"
 SKIPPED_NAME = "skipped.jsonl"
-PREP_FORMAT = 1
+PREP_FORMAT = 2
 """Bumped whenever the shard bytes for the same input and options change."""
 # Options that do not change the shard content (they may differ between partition jobs).
 NON_CONTENT_OPTIONS = ("source", "out", "workers", "num_partitions", "partition")
