@@ -538,7 +538,7 @@ class Trainer:
         return {
             "step": self.step,
             "tick": self.tick,
-            "augment_p": self.augment_p,
+            "augment_p": float(self.augment_p),
             "ada": self.ada.state_dict() if self.ada else None,
             "mlflow_run_id": self.mlflow_run_id,
             "world_size": self.dist.world_size,
