@@ -160,19 +160,49 @@ def test_double_backward_for_r1_through_augmentation(mode):
 
 
 def test_ada_probability_controls_fraction_of_changed_samples():
-    images = _images(n=256, size=8)
-    gen = torch.Generator().manual_seed(0)
-    out = ada_augment(images, 0.3, "c", generator=gen)
-    changed = ((out - images).abs().flatten(1).max(dim=1).values > 1e-6).float().mean().item()
-    # 5 color ops, each with probability 0.3 (lumaflip also draws "no flip" half the time):
-    # P(unchanged) = 0.7^4 * (1 - 0.15) ~= 0.204.
-    assert abs((1 - changed) - 0.7**4 * 0.85) < 0.08
+    # P(unchanged) = 0.7^4 * (1 - 0.3 / 2) = 0.204 for 5 color ops at p = 0.3 (lumaflip draws
+    # "no flip" half the time). With 8192 samples the standard error is 0.0045: the tolerance
+    # tells it apart from lumaflip always flipping (0.7^5 = 0.168) or never (0.7^4 = 0.240).
+    images = _images(n=8192, size=4)
+    out = ada_augment(images, 0.3, "c", generator=torch.Generator().manual_seed(0))
+    unchanged = (out == images).flatten(1).all(dim=1).float().mean().item()
+    assert abs(unchanged - 0.7**4 * 0.85) < 0.018
+
+
+def test_lumaflip_flips_half_of_the_selected_samples_as_a_householder_reflection():
+    from training.augment import _color_matrix
+
+    n = 20000
+    like = torch.zeros(n)
+    C = _color_matrix(n, 3, 0.3, frozenset({"lumaflip"}), like, torch.Generator().manual_seed(1))
+    v = torch.tensor([1.0, 1.0, 1.0, 0.0]) / math.sqrt(3)
+    reflection = torch.eye(4) - 2 * torch.outer(v, v)
+    flipped = (C - reflection).abs().flatten(1).amax(dim=1) < 1e-6
+    identity = (C == torch.eye(4)).flatten(1).all(dim=1)
+    assert bool((flipped | identity).all())  # nothing else
+    # p / 2 = 0.15 flipped; standard error 0.0025 (0.3 or 0.075 would be far outside).
+    assert abs(flipped.float().mean().item() - 0.15) < 0.01
+    # A flip maps RGB (r, g, b) to (r, g, b) - 2 * luma: grey g -> -g.
+    grey = torch.full([1, 3, 2, 2], 0.4)
+    out = (reflection[:3, :3] @ grey.reshape(1, 3, 4)).reshape(1, 3, 2, 2)
+    torch.testing.assert_close(out, -grey)
 
 
 def test_grayscale_images_skip_hue_and_saturation():
-    images = _images(c=1)
+    # At p = 1 every op is on; for 1 channel only brightness b, contrast c and lumaflip i apply:
+    # out = (1 - 2i) * c * (x + b), with the draws in the pipeline's order (each op draws its
+    # value, then its "apply" coin). Hue/saturation draws would come after and are not made.
+    images = _images(n=6, c=1)
     out = ada_augment(images, 1.0, "c", generator=torch.Generator().manual_seed(0))
-    assert out.shape == images.shape
+    gen = torch.Generator().manual_seed(0)
+    b = torch.randn(6, generator=gen) * 0.2
+    torch.rand(6, generator=gen)
+    c = torch.exp2(torch.randn(6, generator=gen) * 0.5)
+    torch.rand(6, generator=gen)
+    i = torch.floor(torch.rand(6, generator=gen) * 2)
+    expected = ((1 - 2 * i) * c)[:, None, None, None] * (images + b[:, None, None, None])
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(out, images)
 
 
 def test_parse_pipeline():
