@@ -653,7 +653,7 @@ class Trainer:
 
         def sample(z, c):
             with self.dist.autocast():
-                images = self.g_ema(z, c, noise_mode="const", **self.net_kwargs(phase))
+                images = self.g_ema(z, c, noise_mode=ecfg.noise_mode, **self.net_kwargs(phase))
             return images.float()
 
         results = evaluate(
