@@ -538,7 +538,7 @@ class Trainer:
         return {
             "step": self.step,
             "tick": self.tick,
-            "augment_p": self.augment_p,
+            "augment_p": float(self.augment_p),
             "ada": self.ada.state_dict() if self.ada else None,
             "mlflow_run_id": self.mlflow_run_id,
             "world_size": self.dist.world_size,
@@ -653,7 +653,7 @@ class Trainer:
 
         def sample(z, c):
             with self.dist.autocast():
-                images = self.g_ema(z, c, noise_mode="const", **self.net_kwargs(phase))
+                images = self.g_ema(z, c, noise_mode=ecfg.noise_mode, **self.net_kwargs(phase))
             return images.float()
 
         results = evaluate(
