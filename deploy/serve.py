@@ -35,8 +35,8 @@ from training.networks.samples import make_grid
 
 from . import sampling
 from .generator import LoadedGenerator
+from .metrics import Metrics
 from .service import (
-    Metrics,
     Overloaded,
     RequestError,
     ServeConfig,

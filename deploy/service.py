@@ -33,22 +33,21 @@ import asyncio
 import contextlib
 import math
 import signal
-import socket
 import threading
 import time
-from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import h11
 import uvicorn
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
-from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from .metrics import Metrics
+from .uvicorn_server import DrainingServer, TimedH11Protocol, bind_socket
 
 BODY_METHODS = ("POST", "PUT", "PATCH")
 
@@ -109,92 +108,6 @@ class RequestError(ValueError):
 
 class Overloaded(RuntimeError):
     """The server is full: answered 503 with Retry-After."""
-
-
-# -- metrics ---------------------------------------------------------------------------------
-LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
-BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
-
-
-class _Histogram:
-    def __init__(self, buckets: Sequence[float]) -> None:
-        self.buckets = tuple(buckets)
-        self.counts = [0] * (len(self.buckets) + 1)
-        self.total = 0.0
-
-    def observe(self, value: float) -> None:
-        self.counts[next((i for i, b in enumerate(self.buckets) if value <= b), -1)] += 1
-        self.total += value
-
-    def lines(self, name: str, labels: str) -> list[str]:
-        out, running = [], 0
-        sep = "," if labels else ""
-        for bound, count in zip((*self.buckets, "+Inf"), self.counts):
-            running += count
-            out.append(f'{name}_bucket{{{labels}{sep}le="{bound}"}} {running}')
-        out.append(f"{name}_sum{{{labels}}} {self.total:.6f}")
-        out.append(f"{name}_count{{{labels}}} {running}")
-        return out
-
-
-class Metrics:
-    """Counters, gauges and histograms rendered as Prometheus text (thread-safe)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.requests: dict[tuple[str, str, int], int] = defaultdict(int)
-        self.latency: dict[str, _Histogram] = {}
-        self.rejected: dict[str, int] = defaultdict(int)
-        self.errors: dict[str, int] = defaultdict(int)
-        self.batch_images = _Histogram(BATCH_BUCKETS)
-        self.in_flight = 0
-        self.queued = 0
-
-    def request_done(self, route: str, method: str, status: int, seconds: float) -> None:
-        with self._lock:
-            self.requests[(route, method, status)] += 1
-            self.latency.setdefault(route, _Histogram(LATENCY_BUCKETS)).observe(seconds)
-            if status >= 500:
-                self.errors[route] += 1
-
-    def reject(self, reason: str) -> None:
-        with self._lock:
-            self.rejected[reason] += 1
-
-    def batch(self, images: int) -> None:
-        with self._lock:
-            self.batch_images.observe(images)
-
-    def add(self, name: str, delta: int) -> None:
-        with self._lock:
-            setattr(self, name, getattr(self, name) + delta)
-
-    def render(self) -> str:
-        p = "ganforge_http"
-        with self._lock:
-            lines = [f"# TYPE {p}_requests_total counter"]
-            for (route, method, status), n in sorted(self.requests.items()):
-                lines.append(
-                    f'{p}_requests_total{{route="{route}",method="{method}",status="{status}"}} {n}'
-                )
-            lines.append(f"# TYPE {p}_request_duration_seconds histogram")
-            for route, hist in sorted(self.latency.items()):
-                lines += hist.lines(f"{p}_request_duration_seconds", f'route="{route}"')
-            lines.append(f"# TYPE {p}_errors_total counter")
-            lines += [
-                f'{p}_errors_total{{route="{r}"}} {n}' for r, n in sorted(self.errors.items())
-            ]
-            lines.append(f"# TYPE {p}_rejected_total counter")
-            lines += [
-                f'{p}_rejected_total{{reason="{r}"}} {n}' for r, n in sorted(self.rejected.items())
-            ]
-            lines.append(f"# TYPE {p}_requests_in_flight gauge")
-            lines.append(f"{p}_requests_in_flight {self.in_flight}")
-            lines.append(f"# TYPE {p}_requests_queued gauge")
-            lines.append(f"{p}_requests_queued {self.queued}")
-            lines.append("# TYPE ganforge_batch_images histogram")
-            lines += self.batch_images.lines("ganforge_batch_images", "")
-        return "\n".join(lines) + "\n"
 
 
 # -- bounded work ----------------------------------------------------------------------------
@@ -429,77 +342,6 @@ class _Guard:
 
 
 # -- running it ------------------------------------------------------------------------------
-class _TimedH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol plus a read deadline: a request (request line, headers, body)
-    must arrive within ``read_timeout_s`` of its first byte or of the connection opening;
-    otherwise the connection is closed. uvicorn itself only times out idle keep-alives."""
-
-    read_timeout_s = 10.0
-    metrics: Metrics | None = None
-
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        self._read_deadline: asyncio.TimerHandle | None = None
-        self._arm()
-
-    def _arm(self) -> None:
-        if self._read_deadline is None:
-            self._read_deadline = self.loop.call_later(self.read_timeout_s, self._timed_out)
-
-    def _disarm(self) -> None:
-        if self._read_deadline is not None:
-            self._read_deadline.cancel()
-            self._read_deadline = None
-
-    def data_received(self, data: bytes) -> None:
-        super().data_received(data)
-        if self.conn.their_state in (h11.IDLE, h11.SEND_BODY) and not self.transport.is_closing():
-            self._arm()  # a request is arriving: it has read_timeout_s from its first byte
-        else:
-            self._disarm()
-
-    def on_response_complete(self) -> None:
-        super().on_response_complete()
-        self._disarm()  # an idle keep-alive connection is uvicorn's keep-alive timeout's job
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm()
-        super().connection_lost(exc)
-
-    def _timed_out(self) -> None:
-        self._read_deadline = None
-        if self.conn.their_state in (h11.IDLE, h11.SEND_BODY) and not self.transport.is_closing():
-            if self.metrics is not None:
-                self.metrics.reject("read_timeout")
-            self.transport.close()
-
-
-class _Server(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config, app: FastAPI) -> None:
-        super().__init__(config)
-        self.app = app
-
-    def handle_exit(self, sig: int, frame: Any) -> None:
-        self.app.state.draining = True  # /ready answers 503 from now on
-        super().handle_exit(sig, frame)
-
-
-def bind_socket(host: str, port: int, backlog: int = 2048) -> socket.socket:
-    """A bound, listening TCP socket (the port is known, and connections queue, before serving)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        raise OSError(
-            f"cannot listen on {host}:{port} ({exc.strerror}); pick another --port"
-        ) from None
-    sock.listen(backlog)
-    return sock
-
-
 class Service:
     """An app bound to ``config.host:config.port`` and run by uvicorn with the limits above."""
 
@@ -509,10 +351,10 @@ class Service:
         self.socket = bind_socket(config.host, config.port, config.backlog)
         protocol = type(
             "TimedH11Protocol",
-            (_TimedH11Protocol,),
+            (TimedH11Protocol,),
             {"read_timeout_s": config.read_timeout_s, "metrics": app.state.metrics},
         )
-        self.server = _Server(
+        self.server = DrainingServer(
             uvicorn.Config(
                 app,
                 http=protocol,
