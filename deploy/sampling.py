@@ -75,7 +75,7 @@ def parse_seeds(text: str | int | Sequence[int], limit: int | None = None) -> li
     if limit is not None and count_seeds(text) > limit:
         raise SamplingError(
             f"seeds: {count_seeds(text)} seeds requested; at most {limit} per call "
-            f"(split the range, or raise the cap)"
+            f"(split the range, or raise the limit: ganforge generate --max-seeds)"
         )
     if isinstance(text, (int, np.integer)) and not isinstance(text, bool):
         seeds = [int(text)]
