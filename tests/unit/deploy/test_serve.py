@@ -87,7 +87,7 @@ def test_png_single_image(server, loaded_cond):
     [
         ([1, 2], 400, "dictionary"),
         ({"labels": [0]}, 400, "seeds: Field required"),
-        ({"seeds": [0], "labels": [0], "size": 3}, 400, "size: Extra inputs"),
+        ({"seeds": [0], "labels": [0], "size": 3}, 400, "unknown keys size"),
         ({"seeds": list(range(9)), "labels": 0}, 413, "at most 8"),
         ({"seeds": "0-4000000000", "labels": 0}, 413, "at most 8"),
         ({"seeds": [-1], "labels": 0}, 400, "seeds.0: Input should be greater"),
