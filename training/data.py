@@ -125,21 +125,23 @@ def _listing(folder: str) -> dict[str, int] | None:
 
 
 # -- reading --------------------------------------------------------------------------------------
-def decode_sample(sample: dict, channels: int) -> tuple[torch.Tensor, int]:
-    """WebDataset sample dict -> (uint8 image [C, H, W], class id or -1)."""
+def decode_sample(sample: dict, channels: int, flip: bool = False) -> tuple[torch.Tensor, int]:
+    """WebDataset sample dict -> (uint8 image [C, H, W], mirrored when ``flip``; class id or -1)."""
     data = next((sample[k] for k in IMAGE_KEYS if k in sample), None)
     if data is None:
         raise ValueError(
             f"sample {sample.get('__key__')} in {sample.get('__url__')} has no image "
             f"(looked for {', '.join(IMAGE_KEYS)})"
         )
+    mode = "L" if channels == 1 else "RGB"
     with Image.open(io.BytesIO(data)) as img:
-        img = img.convert("L" if channels == 1 else "RGB")
-        array = np.asarray(img, dtype=np.uint8)
+        array = np.asarray(img if img.mode == mode else img.convert(mode), dtype=np.uint8)
     if array.ndim == 2:
         array = array[:, :, None]
+    if flip:  # a view: the mirror costs nothing before the one copy below
+        array = array[:, ::-1]
     label = int(sample["cls"]) if "cls" in sample else -1
-    return torch.from_numpy(array.transpose(2, 0, 1).copy()), label
+    return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1))), label
 
 
 def _open_shard(url: str):
@@ -327,7 +329,7 @@ class ShardStream(IterableDataset):
     def _decode(self, sample: dict, flip: bool, errors: _ErrorCount):
         """(image, label), or None for an undecodable sample (warned, counted)."""
         try:
-            image, label = decode_sample(sample, self.channels)
+            image, label = decode_sample(sample, self.channels, flip)
         except Exception as exc:  # a corrupt sample is skipped, not fatal
             warnings.warn(
                 f"skipping undecodable sample {sample.get('__key__')} "
@@ -337,7 +339,7 @@ class ShardStream(IterableDataset):
             errors.bad(f"undecodable sample {sample.get('__key__')} in {sample.get('__url__')}")
             return None
         errors.ok()
-        return (image.flip(-1) if flip else image), label
+        return image, label
 
     def _deterministic(self, errors: _ErrorCount) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """This rank's micro-batches of the one global stream; this worker decodes every
