@@ -27,6 +27,7 @@ Usage (about 2-3 minutes on a quiet 2-core machine)::
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import io
 import json
@@ -50,6 +51,13 @@ sys.path.insert(0, str(ROOT))
 
 
 # -- inputs ---------------------------------------------------------------------------------------
+@functools.cache
+def _sample_photos() -> list[np.ndarray]:
+    from sklearn.datasets import load_sample_images
+
+    return load_sample_images().images
+
+
 def synth_photo(args: tuple[int, Path]) -> None:
     """A varied-size JPEG (quality 90): even seeds a crop of scikit-learn's bundled photos
     (bicubic-resized, flipped, colour-shifted, light grain), odd seeds a synthetic photo
@@ -58,9 +66,7 @@ def synth_photo(args: tuple[int, Path]) -> None:
     rng = np.random.default_rng(seed)
     width, height = (int(v) for v in rng.integers(450, 1201, 2))
     if seed % 2 == 0:
-        from sklearn.datasets import load_sample_images
-
-        photos = load_sample_images().images
+        photos = _sample_photos()
         src = photos[(seed // 2) % len(photos)]
         h, w = src.shape[:2]
         ch, cw = int(rng.integers(h // 2, h + 1)), int(rng.integers(w // 2, w + 1))
@@ -261,11 +267,11 @@ def profile(files: list[Path], resolution: int) -> list[tuple[str, float, float 
         pixels = np.asarray(out)
         for label, fn, arg, level in (
             ("PNG, Pillow level 0 (dataset_tool)", pillow_png, out, 0),
-            ("PNG, Pillow level 6 (old ganforge)", pillow_png, out, 6),
-            ("PNG, ganforge level 0", encode_png, pixels, 0),
-            ("PNG, ganforge level 1 (default)", encode_png, pixels, 1),
-            ("PNG, ganforge level 6", encode_png, pixels, 6),
-            ("PNG, ganforge level 9", encode_png, pixels, 9),
+            ("PNG, ganforge level 0 (stored, no filter)", encode_png, pixels, 0),
+            ("PNG, ganforge level 1 (default: Up filter + zlib RLE)", encode_png, pixels, 1),
+            ("PNG, level 2 (Pillow, adaptive filters)", encode_png, pixels, 2),
+            ("PNG, level 6 (Pillow; ganforge's old default)", encode_png, pixels, 6),
+            ("PNG, level 9 (Pillow)", encode_png, pixels, 9),
         ):
             data = timed(label, fn, arg, level)
             sizes.setdefault(label, []).append(len(data))
