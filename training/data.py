@@ -91,6 +91,8 @@ def check_shards(manifest: Manifest, split: str | None = None, *, show: int = 3)
         if folder not in sizes:
             sizes[folder] = _listing(folder)
         size = (sizes[folder] or {}).get(base)
+        if size is None and sizes[folder] is not None:
+            size = _size(url)  # confirm: some listings are partial (HTTP index pages)
         if size is None:
             problems.append(f"{shard.name} (missing)")
         elif shard.bytes and size != shard.bytes:
@@ -110,6 +112,14 @@ def _shard_url(manifest: Manifest, name: str) -> str:
     return f"{base}/{name}" if base else name
 
 
+def _size(url: str) -> int | None:
+    try:
+        fs, path = fsspec.core.url_to_fs(url)
+        return int(fs.info(path).get("size") or 0)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+
+
 def _listing(folder: str) -> dict[str, int] | None:
     """name -> size of the files in a local or fsspec folder (None: the folder is missing)."""
     try:
@@ -117,6 +127,8 @@ def _listing(folder: str) -> dict[str, int] | None:
         entries = fs.ls(path, detail=True)
     except (FileNotFoundError, NotADirectoryError):
         return None
+    except Exception:  # noqa: BLE001 - no listing on this filesystem: check each shard
+        return {}
     return {
         posixpath.basename(e["name"].rstrip("/")): int(e.get("size") or 0)
         for e in entries
