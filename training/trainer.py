@@ -19,6 +19,7 @@ import copy
 import json
 import math
 import resource
+import shlex
 import shutil
 import signal
 import subprocess
@@ -38,9 +39,12 @@ from . import losses
 from .checkpoint import (
     checkpoint_name,
     latest_checkpoint,
+    latest_valid_checkpoint,
     load_checkpoint,
     prune_checkpoints,
+    remove_stale_temp,
     save_checkpoint,
+    verify_checkpoint,
 )
 from .data import build_loader, shard_warning, stable_seed
 from .distributed import DeepSpeedUpdater, Distributed, Updater
@@ -579,6 +583,8 @@ class Trainer:
                 staging=staging if self.g_updater.sharded else None,
             )
             prune_checkpoints(root, self.tcfg.keep_checkpoints if keep is None else keep)
+            if self.tracker:
+                self.tracker.log_checkpoint(path)
         self.dist.barrier()
         return path
 
@@ -586,7 +592,11 @@ class Trainer:
         spec = self.tcfg.resume
         if spec is None:
             return None
-        path = latest_checkpoint(self.ckpt_dir) if spec == "auto" else Path(spec)
+        path = (
+            latest_valid_checkpoint(self.ckpt_dir, warn=self._warn)
+            if spec == "auto"
+            else verify_checkpoint(spec)
+        )
         if path is None:
             return None
         state, extra, optim = load_checkpoint(
@@ -691,6 +701,10 @@ class Trainer:
         if self.dist.is_main:
             print(text, flush=True)
 
+    def _warn(self, text: str) -> None:
+        if self.dist.is_main:
+            print(f"ganforge: warning: {text}", file=sys.stderr, flush=True)
+
     @torch.no_grad()
     def sample_grid(self) -> Path | None:
         if not self.dist.is_main or self.tcfg.grid_size == 0:
@@ -721,6 +735,7 @@ class Trainer:
         save_png(grid, self.run_dir / "samples" / "latest.png")
         if self.tracker:
             self.tracker.log_artifact(path, "samples")
+            self.tracker.log_image(path, "samples", step=self.images_seen)
         return path
 
     def export(self, out_dir: Path | None = None) -> Path | None:
@@ -819,6 +834,7 @@ class Trainer:
             tmp = self.run_dir / ".config.yaml.tmp"
             tmp.write_text(self.config_yaml)
             tmp.replace(self.run_dir / "config.yaml")
+            remove_stale_temp(self.ckpt_dir)
             warning = shard_warning(self.manifest, self.dist.world_size, self.cfg.data.num_workers)
             if warning:
                 print(f"ganforge: warning: {warning}", file=sys.stderr)
@@ -936,17 +952,20 @@ class Trainer:
             run_dir=self.run_dir,
             run_name=tr.run_name or self.cfg.name,
             resume_run_id=self.mlflow_run_id if resumed else None,
+            resuming=resumed is not None,
         )
-        if not self.tracker.active:
-            self.tracker = None
-            return
         self.mlflow_run_id = self.tracker.run_id
+        self.tracker.log_input(
+            self.cfg.manifest, name=self.manifest.name, digest=self.manifest.sha256
+        )
         if not resumed:
             self.tracker.log_params(_flatten(__import__("yaml").safe_load(self.config_yaml)))
             self.tracker.log_artifact(self.run_dir / "config.yaml")
         self.tracker.set_tags(
             {
                 "ganforge.git_commit": _git_commit(),
+                "mlflow.source.git.commit": _git_commit(),
+                "ganforge.command": shlex.join(sys.argv),
                 "ganforge.dataset_sha256": self.manifest.sha256,
                 "ganforge.dataset": self.manifest.name,
                 "ganforge.world_size": self.dist.world_size,
