@@ -125,6 +125,7 @@ def run_one(name: str, mode: str, args: argparse.Namespace, work: Path) -> dict:
         "train.resume=null",
         "eval.at_end=false",
         "eval.every_kimg=0",
+        *args.set,
     ]
     command = [sys.executable, "-m", "pipeline.cli", "train", "--preset", preset]
     for s in sets:
@@ -184,6 +185,13 @@ def main() -> None:
     parser.add_argument(
         "--threads", type=int, default=0, help="CPU threads per run (0: torch's default)"
     )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra config override for every run, e.g. loss.r1_gamma=0 (repeatable)",
+    )
     parser.add_argument("--work", default=None, help="keep runs and logs here (default: temp)")
     args = parser.parse_args()
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
@@ -196,7 +204,10 @@ def main() -> None:
     import torch
 
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
-    print(f"# torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}")
+    threads = args.threads or torch.get_num_threads()
+    print(f"# torch {torch.__version__}, device {device}, threads per run {threads}")
+    if args.set:
+        print(f"# extra overrides: {' '.join(args.set)}")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.work) if args.work else Path(tmp)

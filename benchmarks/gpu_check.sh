@@ -63,8 +63,8 @@ if [ "$DRY" = 1 ]; then
   CONFIGS_A=cpu16; CONFIGS_B=cpu16; MODES=eager; PREC=no; RUN_LIMIT=900; STEP_LIMIT=1000
   EXTRA="--tick-scale 0.25 --threads 1"
 else
-  CONFIGS_A=cifar32; CONFIGS_B=auto256; MODES=eager,compiled; PREC=bf16; RUN_LIMIT=170
-  STEP_LIMIT=360; EXTRA=""
+  CONFIGS_A=cifar32; CONFIGS_B=auto256; MODES=eager,compiled; PREC=bf16; RUN_LIMIT=150
+  STEP_LIMIT=320; EXTRA=""
 fi
 WORK=/tmp/gpu-check-work  # runs stay outside $OUT: only 8 files come back from it
 rm -rf "$WORK"
@@ -72,15 +72,18 @@ rm -rf "$WORK"
 # 1. Numerics on the device (seconds): no host sync in augment + ADA update (CUDA's sync debug
 #    mode raises on any), R1 through ADA, whether this torch has grid_sample's own double backward.
 step numerics 120 "$PY" - <<'EOF'
+import os
+
 import torch
 from training.augment import AdaController, AugmentConfig, augment
 from training.losses import r1_penalty
 from training.networks import ModelConfig, build_networks, set_precision
 
 dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+res = 16 if os.environ.get("GPU_CHECK_DRY") == "1" else 64  # a dry run on a CPU: small
 ada = AdaController(target=0.6, ada_kimg=1.0, p=0.3, device=dev)
 cfg = AugmentConfig(mode="ada", pipeline="bgccutout")
-images = (torch.rand(16, 3, 64, 64, device=dev) * 2 - 1).requires_grad_(True)
+images = (torch.rand(16, 3, res, res, device=dev) * 2 - 1).requires_grad_(True)
 augment(images, cfg, ada.p).sum().backward()  # warm-up: cached filter taps are copied once
 if dev.type == "cuda":
     torch.cuda.synchronize()
@@ -93,9 +96,8 @@ if dev.type == "cuda":
     torch.cuda.set_sync_debug_mode("default")
 print("# host syncs in augment + ADA update: none (sync debug mode 'error' passed)")
 model = ModelConfig(map_depth=2, channel_base=4096, channel_max=128, num_fp16_res=4)
-g, d, _, _ = build_networks(model, 64, 3, 0)
-g, d = g.to(dev), d.to(dev)
-reals = (torch.rand(8, 3, 64, 64, device=dev) * 2 - 1).requires_grad_(True)
+d = build_networks(model, res, 3, 0)[1].to(dev)
+reals = (torch.rand(8, 3, res, res, device=dev) * 2 - 1).requires_grad_(True)
 for precision in ("no", "bf16"):
     set_precision(d, precision)
     logits = d(augment(reals, cfg, torch.full([], 0.6, device=dev)), None)
