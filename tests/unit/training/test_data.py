@@ -26,6 +26,7 @@ from training.data import (
     ShardStream,
     build_loader,
     check_shards,
+    decode_sample,
     pop_random,
     shard_warning,
 )
@@ -391,3 +392,27 @@ def test_shuffle_buffer_pop_is_uniform_and_constant_time():
     for _ in range(4000):
         counts[pop_random([0, 1, 2, 3], rng)] += 1
     assert all(900 < c < 1100 for c in counts)  # uniform over the buffer
+
+
+def test_xflip_mirrors_about_half_the_images(tmp_path):
+    arr = np.arange(8 * 8 * 3, dtype=np.uint8).reshape(8, 8, 3)  # every column differs
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    image, label = decode_sample({"png": buf.getvalue(), "cls": b"2"}, 3, flip=True)
+    assert label == 2 and torch.equal(image, torch.from_numpy(arr[:, ::-1].copy()).permute(2, 0, 1))
+    with wds.TarWriter(str(tmp_path / "train-000000.tar")) as sink:
+        for i in range(20):
+            sink.write({"__key__": f"{i:03d}", "png": buf.getvalue()})
+    stream = ShardStream(
+        [str(tmp_path / "train-000000.tar")],
+        mode="resampled",
+        batch=10,
+        channels=3,
+        xflip=True,
+        seed=3,
+    )
+    images = torch.cat([b[0] for b, _ in zip(stream, range(10))])
+    original = torch.from_numpy(arr.copy()).permute(2, 0, 1)
+    flipped = [bool(torch.equal(im, original.flip(-1))) for im in images]
+    assert all(f or torch.equal(im, original) for f, im in zip(flipped, images))
+    assert 20 < sum(flipped) < 80
