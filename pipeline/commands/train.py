@@ -16,6 +16,7 @@ Exit codes: 0 finished, 2 user error (one line), 3 diverged (non-finite loss), 7
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from .common import (
@@ -48,6 +49,8 @@ def main(args: argparse.Namespace) -> int:
     if result.status == "diverged":
         return EXIT_DIVERGED
     if result.status == "interrupted":
+        if os.environ.get("RANK", "0") != "0":  # the main process says it once
+            return EXIT_INTERRUPTED
         print(
             f"interrupted at {result.images_seen / 1000:.1f} kimg; checkpoint {result.last_checkpoint}; "
             f"run the same command again to resume (exit code {EXIT_INTERRUPTED})",
