@@ -448,9 +448,13 @@ class Tracker:
         """The training dataset as a run input (manifest as source, its sha256 as digest)."""
         self._submit(dataset_record(manifest_dir, name, digest, context="training"))
 
+    STATUS = {"finished": "FINISHED", "interrupted": "KILLED", "diverged": "FAILED"}
+
     def close(self, status: str = "FINISHED", timeout: float = 60.0) -> None:
         """Flush (bounded by ``timeout``), retry what failed once more, end the run; what still
-        could not be sent stays in the pending file."""
+        could not be sent stays in the pending file. ``status``: the training outcome
+        (finished / interrupted / diverged) or an MLflow status (FINISHED / KILLED / FAILED)."""
+        status = self.STATUS.get(status, status.upper())
         self._finish_monitor()
         self._submit({"op": "set_status", "status": status, "end_time": int(time.time() * 1000)})
         self._queue.put(None)
