@@ -80,7 +80,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     tracking_uri = tracking_uri_from_args(args)
     from deploy.generator import load_generator
-    from deploy.serve import GeneratorServer
+    from deploy.serve import GeneratorServer, extra_routers
     from deploy.service import ServeConfig
 
     config = ServeConfig(
@@ -101,6 +101,7 @@ def main(args: argparse.Namespace) -> int:
         max_batch=args.max_batch,
         model_uri=args.model,
         config=config,
+        routers=tuple(extra_routers(generator, config)),
     )
     print(
         f"serving {generator} on {server.url} (POST /generate, GET /info /health /ready "
