@@ -137,6 +137,13 @@ def get_or_create_experiment(
 # The run-dir files: which MLflow run this run dir is, and what could not be sent yet
 
 
+def writer_id() -> dict[str, Any]:
+    """This process, as recorded in the run file while it may write the pending records."""
+    import socket
+
+    return {"host": socket.gethostname(), "pid": os.getpid()}
+
+
 def read_run_file(run_dir: str | Path) -> dict[str, Any]:
     path = Path(run_dir) / RUN_FILE
     try:
@@ -276,7 +283,12 @@ class Tracker:
             self._last_retry = time.monotonic()
         write_run_file(
             self.run_dir,
-            {"run_id": self.run_id, "local_id": self.local_id, "tracking_uri": self.uri},
+            {
+                "run_id": self.run_id,
+                "local_id": self.local_id,
+                "tracking_uri": self.uri,
+                "writer": writer_id(),  # `tracking sync` waits for this process to end
+            },
         )
         if self._pending:  # earlier records (or this start) first, in order
             self._pending = [self._stamp(r) for r in self._pending]
@@ -374,6 +386,10 @@ class Tracker:
             elif self._pending:
                 self._retry_pending(force=True, locked=True)
             n = len(self._pending)
+        try:
+            write_run_file(self.run_dir, {**read_run_file(self.run_dir), "writer": None})
+        except OSError:
+            pass
         if n:
             print(
                 f"ganforge: {n} MLflow operations could not be sent; they are kept in "

@@ -200,13 +200,42 @@ def replay(records: list[dict[str, Any]], *, run_dir: str | Path, uri: str) -> S
     return result
 
 
-def sync_run_dir(run_dir: str | Path, tracking_uri: str | None = None) -> SyncResult:
+def _check_no_writer(run_dir: Path, info: dict[str, Any]) -> None:
+    """A training process that still runs on this run dir owns its pending file."""
+    import os
+
+    from .tracking import writer_id
+
+    writer = info.get("writer")
+    if not writer or writer == writer_id():
+        return
+    alive = True
+    if writer.get("host") == writer_id()["host"]:
+        try:
+            os.kill(int(writer["pid"]), 0)
+        except ProcessLookupError:
+            alive = False
+        except (OSError, ValueError, KeyError):
+            pass
+    if alive:
+        raise ValueError(
+            f"{run_dir}: training (pid {writer.get('pid')} on {writer.get('host')}) may still be "
+            f"writing this run dir; run `tracking sync` after it ends (--force if it is gone)"
+        )
+
+
+def sync_run_dir(
+    run_dir: str | Path, tracking_uri: str | None = None, *, force: bool = False
+) -> SyncResult:
     """Replay ``<run_dir>/tracking-pending.jsonl`` to the run's tracking server (or
-    ``tracking_uri``); the file keeps only what still could not be sent."""
+    ``tracking_uri``); the file keeps only what still could not be sent. Refuses while the
+    training process that writes the run dir is alive (``force``: do it anyway)."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"{run_dir}: no such run dir")
     info = read_run_file(run_dir)
+    if not force:
+        _check_no_writer(run_dir, info)
     uri = tracking_uri or info.get("tracking_uri")
     if not uri:
         raise ValueError(
