@@ -57,6 +57,12 @@ def load_domains(paths: list[str] | tuple[str, ...], field: str = "cyclegan.doma
         except (ManifestError, OSError, ValueError) as exc:
             raise ValueError(f"{field}: domain {name} ({path}): {exc}") from None
     a, b = manifests
+    check_domains(a, b, field)
+    return Domains(a=a, b=b)
+
+
+def check_domains(a: Manifest, b: Manifest, field: str = "cyclegan.domains") -> None:
+    """Both domains at one resolution and channel count, each with train shards."""
     if a.resolution != b.resolution:
         raise ValueError(
             f"{field}: domain A is {a.resolution} px and domain B {b.resolution} px; prepare both "
@@ -70,7 +76,6 @@ def load_domains(paths: list[str] | tuple[str, ...], field: str = "cyclegan.doma
     for name, m in zip(DOMAIN_NAMES, (a, b), strict=True):
         if not m.split_shards("train"):
             raise ValueError(f"{field}: domain {name} ({m.location}) has no train shards")
-    return Domains(a=a, b=b)
 
 
 def domain_seed(seed: int, domain: int) -> int:
