@@ -25,7 +25,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from training.networks.export import CONFIG_NAME, ExportError, atomic_write, load_export
+from training.networks.export import (
+    CONFIG_NAME,
+    TRANSLATOR_CONFIG_NAME,
+    ExportError,
+    atomic_write,
+    load_export,
+)
 
 from . import sampling
 
@@ -167,7 +173,7 @@ def find_export_dir(folder: str | Path) -> Path | None:
     """The export folder inside an export / MLflow model folder, or None."""
     folder = Path(folder)
     for candidate in (folder, folder / "artifacts" / EXPORT_ARTIFACT_KEY):
-        if (candidate / CONFIG_NAME).is_file():
+        if (candidate / CONFIG_NAME).is_file() or (candidate / TRANSLATOR_CONFIG_NAME).is_file():
             return candidate
     return None
 

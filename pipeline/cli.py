@@ -38,6 +38,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "serve": ("pipeline.commands.serve", "serve a generator over HTTP (POST /generate)"),
     "export": ("pipeline.commands.export", "export a generator to ONNX or TorchScript"),
+    "translate": (
+        "pipeline.commands.translate",
+        "translate images with a translator (CycleGAN): files/folders -> PNGs",
+    ),
 }
 
 

@@ -128,7 +128,7 @@ def translate_array(
     if mode == "native":
         image = native_crop(image, resolution)
     device = next(generator.parameters()).device
-    x = torch.from_numpy(image).to(device).permute(2, 0, 1)[None].float() / 127.5 - 1.0
+    x = torch.from_numpy(np.array(image)).to(device).permute(2, 0, 1)[None].float() / 127.5 - 1.0
     h, w = x.shape[-2:]
     pad_h, pad_w = -h % 4, -w % 4
     if pad_h or pad_w:  # reflect needs the pad below the size: replicate for tiny images
