@@ -5,11 +5,12 @@ with A), in one of two feature spaces (``eval.feature_extractor``):
 
 - ``inception``: FID and KID with the standard Inception features (``fid_a2b``, ``kid_a2b``,
   ``fid_b2a``, ``kid_b2a``; the offline weights as for generators, see docs/evaluation.md).
-- ``classifier`` (no Inception weights needed): a small domain classifier (the coverage
-  classifier's network) trained to tell real A from real B; ``domain_fd_a2b`` is the Frechet
-  distance between G_AB(A) and B in its feature space, ``domain_fd_ab`` the same between the
-  untranslated A and B (the distance a translator should close), ``domain_b_share_a2b`` the
-  share of translations the classifier takes for B (``_b2a``: the same the other way).
+- ``classifier`` (no Inception weights needed): ``style_fd_a2b`` is the Frechet distance between
+  G_AB(A) and B in a space of style statistics (per-channel mean and standard deviation of the
+  pixels and of 32 fixed random 3x3 filter responses, ``StyleFeatures``), ``style_fd_ab`` the
+  same between the untranslated A and B (the distance a translator should close);
+  ``domain_b_share_a2b`` is the share of translations that a small classifier trained to tell
+  real A from real B (the coverage classifier's network) takes for B (``_b2a``: the other way).
 
 ``cycle_distance`` is the mean absolute error of G_BA(G_AB(a)) against a and of G_AB(G_BA(b))
 against b, in [0, 1] pixel units (``cycle_distance_a``, ``_b``: each direction).
@@ -133,6 +134,23 @@ def _domain_classifier(
     return net
 
 
+class StyleFeatures(torch.nn.Module):
+    """uint8 [N, C, H, W] -> [N, 2C + 2K] style statistics: per-channel mean and standard
+    deviation of the pixels and of K fixed random 3x3 filter responses (LeakyReLU), as style
+    transfer describes style by feature statistics. Seeded: the same on every rank and run."""
+
+    def __init__(self, channels: int, filters: int = 32, seed: int = 0) -> None:
+        super().__init__()
+        generator = torch.Generator().manual_seed(seed)
+        weight = torch.randn(filters, channels, 3, 3, generator=generator) / (3 * channels**0.5)
+        self.register_buffer("weight", weight)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = _to_unit(images)
+        r = torch.nn.functional.leaky_relu(torch.nn.functional.conv2d(x, self.weight), 0.2)
+        return torch.cat([x.mean((2, 3)), x.std((2, 3)), r.mean((2, 3)), r.std((2, 3))], dim=1)
+
+
 def _features(extract: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, device, batch):
     return torch.cat(
         [extract(images[i : i + batch].to(device)).float() for i in range(0, len(images), batch)]
@@ -191,19 +209,25 @@ def translation_metrics(
             results[f"fid_{name}"] = frechet_distance(feats[target], feats[name])
             results[f"kid_{name}"] = kernel_distance(feats[target], feats[name], seed=cfg.seed)
     else:
+        # style statistics (colour + random-filter moments): noise or a wrong style is far from
+        # the target domain (a classifier trained only to tell A from B maps anything not-A
+        # next to B, so its features cannot rank translators)
+        style = StyleFeatures(real_a.shape[1]).to(device)
         net = _domain_classifier(
             real_a, real_b, device=device, rank=rank, world_size=world_size, gather=gather
         )
         with torch.no_grad():
             feats = {
-                k: _features(lambda x: net.features(_to_unit(x)), v, device, cfg.batch)
+                k: _features(style, v, device, cfg.batch)
                 for k, v in (("a", real_a), ("b", real_b), *translated.items())
             }
-            results["domain_fd_ab"] = frechet_distance(feats["a"], feats["b"])
+            results["style_fd_ab"] = frechet_distance(feats["a"], feats["b"])
             for name, target, label in (("a2b", "b", 1), ("b2a", "a", 0)):
-                results[f"domain_fd_{name}"] = frechet_distance(feats[target], feats[name])
-                predicted = net.head(feats[name]).argmax(dim=1)
+                results[f"style_fd_{name}"] = frechet_distance(feats[target], feats[name])
+                logits = _features(
+                    lambda x: net(_to_unit(x))[1], translated[name], device, cfg.batch
+                )
                 results[f"domain_{'b' if label else 'a'}_share_{name}"] = float(
-                    (predicted == label).float().mean()
+                    (logits.argmax(dim=1) == label).float().mean()
                 )
     return dict(sorted(results.items()))

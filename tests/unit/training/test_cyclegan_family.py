@@ -179,3 +179,30 @@ def test_grid_and_translator_export_round_trip(tmp_path, demo_domains):
     with torch.no_grad():
         torch.testing.assert_close(generators["a2b"](x), nets["generators"].a2b(x))
         torch.testing.assert_close(generators["b2a"](x), nets["generators"].b2a(x))
+
+
+def _grade(x: torch.Tensor) -> torch.Tensor:
+    """The demo's colour grade on [-1, 1] tensors (what a perfect A -> B translator does)."""
+    return (((x + 1) / 2)[:, [1, 2, 0]].clamp(0, 1) ** 0.6) * 2 - 1
+
+
+def _ungrade(x: torch.Tensor) -> torch.Tensor:
+    return ((((x + 1) / 2).clamp(0, 1) ** (1 / 0.6))[:, [2, 0, 1]]) * 2 - 1
+
+
+def test_translation_metrics_tell_a_good_translator_from_none(demo_domains):
+    from training.metrics import EvalConfig
+    from training.metrics.translation import translation_metrics
+
+    manifests = [load_manifest(p) for p in demo_domains]
+    cfg = EvalConfig(metrics=["fid"], feature_extractor="classifier", num_images=96, num_workers=0)
+    perfect = translation_metrics(_grade, _ungrade, *manifests, cfg)
+    identity = translation_metrics(lambda x: x, lambda x: x, *manifests, cfg)
+    noise = translation_metrics(torch.randn_like, torch.randn_like, *manifests, cfg)
+    assert perfect["style_fd_ab"] == pytest.approx(identity["style_fd_a2b"], rel=1e-4)
+    assert perfect["style_fd_a2b"] < identity["style_fd_a2b"] / 4
+    assert perfect["style_fd_b2a"] < identity["style_fd_b2a"] / 4
+    assert noise["style_fd_a2b"] > perfect["style_fd_a2b"] * 4
+    assert perfect["domain_b_share_a2b"] > identity["domain_b_share_a2b"] + 0.4
+    assert perfect["cycle_distance"] < 0.01 and identity["cycle_distance"] == 0.0
+    assert noise["cycle_distance"] > 0.2
