@@ -10,7 +10,9 @@ Flow (identical on every rank; collectives only through the caller's ``gather``)
 4. Each rank generates its contiguous slice of the ``num_images`` seeds, extracts features, and
    the slices are gathered. Image ``i`` uses latent ``RandomState(seed + i).randn(z_dim)``, the
    convention of ``ganforge generate --seeds``; a conditional generator gets a class drawn from
-   the real label distribution with the same RandomState.
+   the real label distribution with the same RandomState. The generator's noise inputs follow
+   ``EvalConfig.noise_mode`` (default random, NVlabs' metric setting), drawn from torch's RNG
+   reseeded per rank, so a rerun gives the same images.
 5. Rank 0 computes the metrics (``fid.py``, ``coverage.py``) and broadcasts them.
 
 Metric names say which feature space they come from: with ``feature_extractor: classifier``
@@ -33,6 +35,8 @@ import torch
 
 from data_prep.manifest import Manifest
 
+from ..networks.export import lower_is_better
+from ..networks.samples import latent_stream, quantize
 from .coverage import (
     ClassifierConfig,
     ClassifierFeatures,
@@ -51,23 +55,24 @@ from .reference import reference_features
 METRICS = ("fid", "kid", "pr", "is", "coverage")
 DISTRIBUTION_METRICS = ("fid", "kid", "pr", "is")
 FEATURE_EXTRACTORS = ("inception", "classifier")
-# result name -> True when higher is better
-RESULTS: dict[str, bool] = {
-    "fid": False,
-    "kid": False,
-    "precision": True,
-    "recall": True,
-    "is": True,
-    "coverage": True,
-    "class_entropy": True,
-    "classifier_fd": False,
-    "classifier_kid": False,
-    "classifier_precision": True,
-    "classifier_recall": True,
-    "classifier_is": True,
-}
+# result names; which are lower-is-better: training.networks.export.lower_is_better
+RESULTS = (
+    "fid",
+    "kid",
+    "precision",
+    "recall",
+    "is",
+    "coverage",
+    "class_entropy",
+    "classifier_fd",
+    "classifier_kid",
+    "classifier_precision",
+    "classifier_recall",
+    "classifier_is",
+)
 
 SampleFn = Callable[[torch.Tensor, "torch.Tensor | None"], torch.Tensor]
+NOISE_MODES = ("random", "const")
 
 
 @dataclass(kw_only=True)
@@ -103,6 +108,10 @@ class EvalConfig:
     """First latent seed (image i uses seed + i) and seed of KID/IS subsets."""
     num_workers: int = 2
     """DataLoader workers decoding real images, per rank (0: in the main process)."""
+    noise_mode: Literal["random", "const"] = "random"
+    """Generator noise inputs while sampling for metrics: random (fresh per image, NVlabs' metric
+    setting, which published FID/KID numbers use; seeded, so reruns match) or const (the
+    generator's stored per-layer noise). Families without noise inputs ignore it."""
 
     def __post_init__(self) -> None:
         if isinstance(self.metrics, str):
@@ -125,6 +134,11 @@ class EvalConfig:
             raise ValueError(f"max_real: must be >= 0 (0: all), got {self.max_real}")
         if self.num_workers < 0:
             raise ValueError(f"num_workers: must be >= 0, got {self.num_workers}")
+        if self.noise_mode not in NOISE_MODES:
+            raise ValueError(
+                f"noise_mode: must be random or const, got {self.noise_mode!r} (random is the "
+                "setting of published FID/KID)"
+            )
         if self.keep_best is not None and self.keep_best not in result_names(self):
             raise ValueError(
                 f"keep_best: {self.keep_best!r} is not computed by metrics={self.metrics} with "
@@ -151,7 +165,7 @@ def higher_is_better(metric: str) -> bool:
     name = metric.rsplit("/", 1)[-1]
     if name not in RESULTS:
         raise ValueError(f"unknown metric {metric!r}; valid: {', '.join(RESULTS)}")
-    return RESULTS[name]
+    return not lower_is_better(name)
 
 
 def is_better(metric: str, value: float, best: float | None) -> bool:
@@ -263,7 +277,7 @@ def latents_and_labels(
     labels = None if class_probs is None else np.zeros(len(indices), dtype=np.int64)
     cdf = None if class_probs is None else np.cumsum(class_probs)
     for row, i in enumerate(indices):
-        rs = np.random.RandomState((seed + i) % 2**32)
+        rs = latent_stream(seed + i)
         z[row] = rs.randn(z_dim)
         if cdf is not None:
             labels[row] = min(
@@ -272,9 +286,20 @@ def latents_and_labels(
     return z, labels
 
 
-def to_uint8(images: torch.Tensor) -> torch.Tensor:
-    """[N, C, H, W] in [-1, 1] -> uint8, rounded as every ganforge output (``x * 127.5 + 128``)."""
-    return (images.float() * 127.5 + 128).clamp(0, 255).to(torch.uint8)
+def generator_sampler(generator: torch.nn.Module, noise_mode: str, **forward_kwargs) -> SampleFn:
+    """The :data:`SampleFn` of a generator module for ``evaluate``: ``generator(z, c,
+    noise_mode=noise_mode, **forward_kwargs)`` as float32 (no truncation).
+
+    noise_mode: pass ``EvalConfig.noise_mode`` (random for training-time FID/KID, as NVlabs);
+    forward_kwargs: family extras, e.g. ProGAN's ``resolution``/``alpha``.
+    """
+    if noise_mode not in NOISE_MODES:
+        raise ValueError(f"noise_mode: must be random or const, got {noise_mode!r}")
+
+    def sample(z: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
+        return generator(z, c, noise_mode=noise_mode, **forward_kwargs).float()
+
+    return sample
 
 
 def generated_features(
@@ -305,7 +330,7 @@ def generated_features(
             if c_dim:
                 c = torch.zeros([len(z), c_dim], device=device)
                 c[torch.arange(len(z)), torch.from_numpy(labels).to(device)] = 1.0
-            images = to_uint8(sample_fn(torch.from_numpy(z).to(device), c))
+            images = quantize(sample_fn(torch.from_numpy(z).to(device), c))
             for out, extractor in zip(outputs, extractors):
                 out.append(extractor(images).float())
     return [
