@@ -231,3 +231,85 @@ def test_promote_if_better_for_translators(tmp_path, tracking_uri):
     assert not registry.register_export(worse, promote_if_better="cycle_distance", **kw).promoted
     info = registry.register_export(better, promote_if_better="cycle_distance", **kw)
     assert info.promoted and info.version == "3"
+
+
+# -- POST /translate ---------------------------------------------------------------------------
+
+
+def _call(url, data=None, content_type="application/json", method="POST"):
+    import urllib.error
+    import urllib.request
+
+    req = urllib.request.Request(
+        url, data=data, headers={"Content-Type": content_type}, method=method
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            return resp.status, resp.headers["Content-Type"], resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers["Content-Type"], exc.read()
+
+
+def test_translate_endpoint_good_200_malformed_4xx(translator_export):
+    from deploy.service import ServeConfig
+    from deploy.translate_serve import TranslatorServer
+
+    t = load_translator(translator_export)
+    config = ServeConfig(port=0, max_body_bytes=2**20)
+    server = TranslatorServer(t, config=config).start()
+    try:
+        url = f"{server.url}/translate"
+        image = _image(20, 24, 7)
+        png = _png(image)
+        # the image as the body, options as query parameters
+        code, ctype, body = _call(f"{url}?direction=b2a", png, "image/png")
+        assert code == 200 and ctype == "image/png"
+        np.testing.assert_array_equal(
+            np.asarray(Image.open(io.BytesIO(body))), t.translate(image, "b2a")
+        )
+        # JSON with base64, answered as JSON
+        req = {"image": base64.b64encode(png).decode(), "size": "native", "format": "base64"}
+        code, ctype, body = _call(url, json.dumps(req).encode())
+        assert code == 200 and ctype == "application/json"
+        answer = json.loads(body)
+        assert (answer["height"], answer["width"], answer["direction"]) == (16, 16, "a2b")
+        out = np.asarray(Image.open(io.BytesIO(base64.b64decode(answer["image"]))))
+        np.testing.assert_array_equal(out, t.translate(image, "a2b", size="native"))
+        info = json.loads(_call(f"{server.url}/info", method="GET")[2])
+        assert info["kind"] == "translator" and info["directions"] == ["a2b", "b2a"]
+
+        big = io.BytesIO()
+        Image.new("RGB", (5000, 4000)).save(big, format="PNG")
+        malformed = [
+            (b"", "image/png", 400),
+            (b"not a png", "image/png", 400),
+            (png, "text/plain", 415),
+            (b"{not json", "application/json", 400),
+            (json.dumps({"image": "%%%"}).encode(), "application/json", 400),
+            (
+                json.dumps({"image": base64.b64encode(b"xx").decode()}).encode(),
+                "application/json",
+                400,
+            ),
+            (json.dumps({"image": 5}).encode(), "application/json", 400),
+            (json.dumps({"direction": "a2b"}).encode(), "application/json", 400),
+            (
+                json.dumps({"image": req["image"], "direction": "c2d"}).encode(),
+                "application/json",
+                400,
+            ),
+            (json.dumps({"image": req["image"], "colour": 1}).encode(), "application/json", 400),
+            (json.dumps([1, 2]).encode(), "application/json", 400),
+            (big.getvalue(), "image/png", 413),
+            (b"x" * (2**20 + 10), "image/png", 413),
+        ]
+        for data, content_type, expected in malformed:
+            code, ctype, body = _call(url, data, content_type)
+            assert code == expected, (data[:40], content_type, code, body[:200])
+            assert ctype == "application/json" and json.loads(body)["error"]
+        code, _, body = _call(f"{url}?direction=sideways", png, "image/png")
+        assert code == 400 and b"direction" in body
+        code, _, body = _call(f"{url}?bogus=1", png, "image/png")
+        assert code == 400 and b"bogus" in body
+    finally:
+        server.close()
