@@ -319,12 +319,11 @@ class CycleGAN(Family):
             key = f"pool_{domain}.count"
             if key not in state:
                 continue
+            images = state.get(f"pool_{domain}.images")
+            if images is not None:  # checkpoints store family tensors flattened
+                images = images.reshape(pool.size, self.channels, self.resolution, self.resolution)
             pool.load_state_dict(
-                {
-                    "size": pool.size,
-                    "count": int(state[key]),
-                    "images": state.get(f"pool_{domain}.images"),
-                },
+                {"size": pool.size, "count": int(state[key].reshape(-1)[0]), "images": images},
                 device=self.device,
             )
 

@@ -148,7 +148,7 @@ def test_d_phase_uses_this_steps_fakes_and_fills_the_pools(tmp_path, demo_domain
     state = family.state_dict()
     assert all(isinstance(v, torch.Tensor) for v in state.values())
     other, _ = _family(tmp_path, demo_domains)
-    other.load_state_dict(state)
+    other.load_state_dict({k: v.reshape(-1) for k, v in state.items()})  # as checkpoints
     assert other.pools["b"].count == 2
     torch.testing.assert_close(other.pools["b"].images, family.pools["b"].images)
 
