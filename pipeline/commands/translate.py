@@ -93,3 +93,28 @@ def serve_translator(args: argparse.Namespace, config, tracking_uri: str) -> int
     except KeyboardInterrupt:
         pass
     return 0
+
+
+def export_translator_command(args: argparse.Namespace, tracking_uri: str) -> int:
+    """``ganforge export`` for a translator: one direction, uint8 [N, H, W, C] in and out."""
+    from deploy.translate import load_translator
+    from deploy.translator_export import export_translator, verify_translator_export
+
+    translator = load_translator(args.model, tracking_uri=tracking_uri)
+    translator.check_direction(args.direction)
+    suffix = "onnx" if args.format == "onnx" else "pt"
+    out = args.out or f"translator-{args.direction}.{suffix}"
+    path = export_translator(translator, out, args.format, args.direction, batch=args.batch)
+    shape = (
+        f"[{args.batch}, {translator.resolution}, {translator.resolution}, {translator.channels}]"
+        if args.format == "onnx"
+        else "[N, H, W, C] (H, W multiples of 4)"
+    )
+    print(f"wrote {path} ({args.format}, {args.direction}: uint8 {shape} -> uint8)")
+    if not args.no_verify:
+        stats = verify_translator_export(translator, path, args.direction, tolerance=args.tolerance)
+        print(
+            f"matches PyTorch on 2 images: max diff {stats['max_abs_diff']:.0f} levels, "
+            f"mean {stats['mean_abs_diff']:.4f}"
+        )
+    return 0

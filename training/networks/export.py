@@ -191,7 +191,7 @@ TRANSLATOR_FAMILIES: dict[str, tuple[str, str]] = {"cyclegan": ("cyclegan", "Res
 # how pixels map to the networks' inputs/outputs (recorded in the config for other runtimes)
 TRANSLATOR_NORMALISATION = {
     "input": "x / 127.5 - 1 (uint8 RGB or L -> [-1, 1])",
-    "output": "round((y + 1) * 127.5) clipped to 0..255",
+    "output": "floor(y * 127.5 + 128) clipped to 0..255 (as every ganforge image output)",
     "range": [-1.0, 1.0],
 }
 

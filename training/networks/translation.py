@@ -28,6 +28,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .samples import quantize
+
 SizePolicy = Literal["auto", "own", "native"]
 SIZE_POLICIES = ("auto", "own", "native")
 MAX_PIXELS = 4096 * 4096
@@ -135,9 +137,7 @@ def translate_array(
         pad_mode = "reflect" if pad_h < h and pad_w < w else "replicate"
         x = F.pad(x, (0, pad_w, 0, pad_h), mode=pad_mode)
     y = generator(x)[..., :h, :w]
-    return (
-        (y[0].permute(1, 2, 0).float() + 1.0).mul(127.5).round().clamp(0, 255).byte().cpu().numpy()
-    )
+    return quantize(y)[0].permute(1, 2, 0).cpu().numpy()
 
 
 def translate_batch(
@@ -155,5 +155,5 @@ def translate_batch(
         x = x.permute(0, 3, 1, 2).float() / 127.5 - 1.0
         with torch.no_grad():
             y = generator(x)
-        out.append((y.permute(0, 2, 3, 1) + 1.0).mul(127.5).round().clamp(0, 255).byte().cpu())
+        out.append(quantize(y).permute(0, 2, 3, 1).cpu())
     return torch.cat(out).numpy() if out else np.zeros((0, *images.shape[1:]), np.uint8)

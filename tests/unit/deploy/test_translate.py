@@ -313,3 +313,41 @@ def test_translate_endpoint_good_200_malformed_4xx(translator_export):
         assert code == 400 and b"bogus" in body
     finally:
         server.close()
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+def test_onnx_and_torchscript_export_match_pytorch(translator_export, tmp_path, fmt):
+    from pipeline.cli import main
+
+    out = tmp_path / f"t.{'onnx' if fmt == 'onnx' else 'pt'}"
+    code = main(
+        [
+            "export",
+            "--model",
+            str(translator_export),
+            "--format",
+            fmt,
+            "--direction",
+            "b2a",
+            "--batch",
+            "2",
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 0 and out.is_file()
+    from deploy.translator_export import run_translator_export
+
+    t = load_translator(translator_export)
+    images = np.stack([_image(16, 16, s) for s in range(3)])
+    got = run_translator_export(out, images)
+    expected = np.stack([t.translate(x, "b2a") for x in images])
+    assert got.shape == (3, 16, 16, 3) and got.dtype == np.uint8
+    assert np.abs(got.astype(int) - expected.astype(int)).max() <= 2
+    if fmt == "torchscript":  # any size that is a multiple of 4
+        big = _image(24, 32, 9)
+        np.testing.assert_allclose(
+            run_translator_export(out, big[None])[0].astype(int),
+            t.translate(big, "b2a").astype(int),
+            atol=2,
+        )
