@@ -26,6 +26,8 @@ from PIL import Image
 
 GAMMA = 0.6
 CELL_ROWS, CELL_COLS = 8, 12
+MIN_STD = 12.0  # pixel standard deviation a crop should reach (8 tries, then the last one)
+VERSION = 2  # of the rendering: a folder written by another version is rendered again
 
 
 def grade(rgb: np.ndarray) -> np.ndarray:
@@ -72,10 +74,15 @@ def demo_crops(
                 domain = (row + col) % 2  # checkerboard: disjoint regions for A and B
                 cell = photo[row * cell_h : (row + 1) * cell_h, col * cell_w : (col + 1) * cell_w]
                 for _ in range(per_cell):
-                    side = int(rng.integers(min(cell_h, cell_w) * 3 // 4, min(cell_h, cell_w) + 1))
-                    top = int(rng.integers(0, cell_h - side + 1))
-                    left = int(rng.integers(0, cell_w - side + 1))
-                    crop = cell[top : top + side, left : left + side]
+                    for _attempt in range(8):  # prefer crops with some structure (not flat sky)
+                        side = int(
+                            rng.integers(min(cell_h, cell_w) * 3 // 4, min(cell_h, cell_w) + 1)
+                        )
+                        top = int(rng.integers(0, cell_h - side + 1))
+                        left = int(rng.integers(0, cell_w - side + 1))
+                        crop = cell[top : top + side, left : left + side]
+                        if crop.std() >= MIN_STD:
+                            break
                     if rng.random() < 0.5:
                         crop = crop[:, ::-1]
                     image = np.asarray(
@@ -93,7 +100,7 @@ def write_demo_domains(out: str | Path, *, size: int = 64, per_cell: int = 4, se
     out = Path(out)
     dirs = (out / "A", out / "B")
     marker = out / ".done"
-    expected = f"size={size} per_cell={per_cell} seed={seed}"
+    expected = f"v{VERSION} size={size} per_cell={per_cell} seed={seed}"
     if marker.is_file() and marker.read_text() == expected:
         return dirs
     a, b = demo_crops(size=size, per_cell=per_cell, seed=seed)

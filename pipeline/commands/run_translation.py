@@ -20,15 +20,13 @@ from pathlib import Path
 import numpy as np
 
 
-def before_after_grid(translator, real_a: np.ndarray, real_b: np.ndarray) -> np.ndarray:
-    """uint8 [N, H, W, C] reals of each domain -> one uint8 grid: N rows of
-    (A, A->B, B, B->A), translated at the model's resolution."""
-    from deploy.generator import make_grid
-
+def before_after_cells(translator, real_a: np.ndarray, real_b: np.ndarray) -> np.ndarray:
+    """uint8 [N, H, W, C] reals of each domain -> uint8 [4N, H, W, C]: N rows of
+    (A, A->B, B, B->A) for a 4-column grid, translated at the model's resolution."""
     cells = []
     for a, b in zip(real_a, real_b, strict=False):
         cells += [a, translator.translate(a, "a2b"), b, translator.translate(b, "b2a")]
-    return make_grid(np.stack(cells), cols=4, pad=2)
+    return np.stack(cells)
 
 
 def main(cfg, args: argparse.Namespace) -> int:
@@ -91,8 +89,9 @@ def main(cfg, args: argparse.Namespace) -> int:
     rows = getattr(args, "grid_rows", 8)
     real_a, real_b = (read_images(m, rows).permute(0, 2, 3, 1).numpy() for m in manifests)
     grid_path = save_grid(
-        before_after_grid(translator, real_a, real_b),
+        before_after_cells(translator, real_a, real_b),
         Path(cfg.work_dir) / "outputs" / f"{cfg.name}-before-after.png",
+        cols=4,
     )
 
     ui = (
