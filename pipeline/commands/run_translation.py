@@ -26,7 +26,9 @@ def before_after_cells(translator, real_a: np.ndarray, real_b: np.ndarray) -> np
     cells = []
     for a, b in zip(real_a, real_b, strict=False):
         cells += [a, translator.translate(a, "a2b"), b, translator.translate(b, "b2a")]
-    return np.stack(cells)
+    cells = np.stack(cells)
+    scale = max(1, 128 // cells.shape[1])  # small models: nearest-upscale so the grid is visible
+    return cells.repeat(scale, axis=1).repeat(scale, axis=2)
 
 
 def main(cfg, args: argparse.Namespace) -> int:
