@@ -19,7 +19,7 @@ squares, in the same run:
   crop, resize, PNG at several levels with bytes, sha256, tar framing).
 
 Goals (docs/benchmarks.md, 2 cores): default >= 1.7x the dataset_tool loop, fast >= 3x.
-Usage (about 2-3 minutes on a quiet 2-core machine)::
+Usage (~3 minutes on 2 free cores, estimated from the CPU time of a 500-image run)::
 
     python benchmarks/bench_prep.py [--images 2000] [--resolution 256] [--workers 0]
 """

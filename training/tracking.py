@@ -448,15 +448,21 @@ class Tracker:
         """The training dataset as a run input (manifest as source, its sha256 as digest)."""
         self._submit(dataset_record(manifest_dir, name, digest, context="training"))
 
+    STATUS = {"finished": "FINISHED", "interrupted": "KILLED", "diverged": "FAILED"}
+
     def close(self, status: str = "FINISHED", timeout: float = 60.0) -> None:
         """Flush (bounded by ``timeout``), retry what failed once more, end the run; what still
-        could not be sent stays in the pending file."""
+        could not be sent stays in the pending file. ``status``: the training outcome
+        (finished / interrupted / diverged) or an MLflow status (FINISHED / KILLED / FAILED)."""
+        status = self.STATUS.get(status, status.upper())
         self._finish_monitor()
         self._submit({"op": "set_status", "status": status, "end_time": int(time.time() * 1000)})
         self._queue.put(None)
         self._thread.join(timeout)
         with self._lock:
-            if self._thread.is_alive():  # still working: keep what it has not taken yet
+            if self._thread.is_alive():  # still working: keep what it has not finished yet
+                if self._inflight is not None:  # may arrive after all: sync skips it then
+                    self._pending.append(self._inflight)
                 while True:
                     try:
                         item = self._queue.get_nowait()
@@ -464,6 +470,7 @@ class Tracker:
                         break
                     if item is not None:
                         self._pending.append(item)
+                self._queue.put(None)  # the worker ends after its current call
                 self._closed = True
                 self._save_pending()
             elif self._pending:
@@ -479,6 +486,7 @@ class Tracker:
 
     # -- internals ----------------------------------------------------------------------------
     _closed = False
+    _inflight: dict | None = None
 
     def _stamp(self, record: dict) -> dict:
         record.setdefault("v", RECORD_VERSION)
@@ -511,10 +519,14 @@ class Tracker:
                     self._save_pending()
                     self._retry_pending(locked=True)
                     continue
+                self._inflight = item
             try:
                 apply_record(self.client, self.run_id, item)
             except Exception as exc:  # noqa: BLE001
                 with self._lock:
+                    self._inflight = None
+                    if self._closed:
+                        continue  # close() already saved it
                     self._pending.append(item)
                     self._save_pending()
                     self._last_retry = time.monotonic()
@@ -523,6 +535,9 @@ class Tracker:
                     f"failed operations are retried every {self.RETRY_SECONDS:.0f} s and kept "
                     f"in {self.run_dir / PENDING_FILE}"
                 )
+            else:
+                with self._lock:
+                    self._inflight = None
 
     def _retry_pending(self, force: bool = False, locked: bool = False) -> None:
         if not locked:

@@ -149,6 +149,8 @@ class Trainer:
         self.ckpt_dir = self.run_dir / "checkpoints"
         family_cls = get_family(cfg.model.family)
         self.manifests = {n: load_manifest(m) for n, m in family_cls.streams(cfg).items()}
+        for manifest in self.manifests.values():  # missing/short shards: one line, no work yet
+            data_lib.check_shards(manifest)
         self.manifest = next(iter(self.manifests.values()))
         torch.manual_seed(self.tcfg.seed)  # identical initial weights on every rank
         self.family = family_cls(cfg, self.manifests, self.device)

@@ -416,3 +416,31 @@ def test_xflip_mirrors_about_half_the_images(tmp_path):
     flipped = [bool(torch.equal(im, original.flip(-1))) for im in images]
     assert all(f or torch.equal(im, original) for f, im in zip(flipped, images))
     assert 20 < sum(flipped) < 80
+
+
+def test_ganforge_train_with_all_shards_deleted_stops_with_one_line(tmp_path, digits_shards):
+    """The probe's command: all shards deleted -> training hung forever. Now a one-line error
+    naming a shard (from check_shards at start, or from the reader), within seconds."""
+    import shutil
+
+    data = tmp_path / "ds"
+    shutil.copytree(digits_shards, data)
+    for tar in data.glob("*.tar"):
+        tar.unlink()
+    overrides = {
+        "work_dir": tmp_path / "w",
+        "data.manifest": data,
+        "data.num_workers": 2,
+        "tracking.enabled": False,
+        "train.total_kimg": 0.032,
+        "eval.at_end": False,
+    }
+    cmd = [sys.executable, "-m", "pipeline.cli", "train", "--preset", "digits"]
+    for key, value in overrides.items():
+        cmd += ["--set", f"{key}={value}"]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("ganforge train: error:") and ".tar" in last and "missing" in last

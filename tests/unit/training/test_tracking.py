@@ -182,3 +182,45 @@ def test_sync_without_a_server_is_one_clear_error(tmp_path, manifest_dir):
 
     assert main(["tracking", "sync", str(run_dir)]) == 2
     assert len(read_pending(run_dir)) == 3  # create_run, the metric, the status: all kept
+
+
+def test_a_training_run_as_the_ui_shows_it(tmp_path, digits_shards, monkeypatch):
+    """A real (tiny) `ganforge train` on a sqlite store: stepped sample grids, the dataset input,
+    git commit and command line, checkpoints as artifacts, system metrics."""
+    from data_prep.manifest import load_manifest
+    from pipeline.cli import main
+    from tests.conftest import tiny_overrides
+
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "1")
+    work = tmp_path / "work"
+    overrides = tiny_overrides(
+        work,
+        digits_shards,
+        **{
+            "tracking.enabled": True,
+            "tracking.log_checkpoints": True,
+            "train.total_kimg": 0.048,
+            "train.keep_checkpoints": 0,
+        },
+    )
+    assert main(["train", "--preset", "digits"] + [a for o in overrides for a in ("--set", o)]) == 0
+    client = MlflowClient(f"sqlite:///{work}/mlflow.db")
+    (run,) = client.search_runs([client.get_experiment_by_name("ganforge-digits").experiment_id])
+    run_id = run.info.run_id
+    images = [a.path for a in client.list_artifacts(run_id, "images")]
+    steps = sorted({int(p.split("+step+")[1].split("+")[0]) for p in images})
+    assert steps == [16, 32, 48]  # images seen, the x axis of every tick metric
+    assert [m.step for m in client.get_metric_history(run_id, "loss/g")] == [16, 32, 48]
+    manifest = load_manifest(str(digits_shards))
+    (dataset_input,) = run.inputs.dataset_inputs
+    assert dataset_input.dataset.digest == manifest.sha256[:36]
+    assert json.loads(dataset_input.dataset.source)["uri"] == (
+        (digits_shards / "manifest.json").resolve().as_uri()
+    )
+    assert len(run.data.tags["mlflow.source.git.commit"]) == 40
+    assert run.data.tags["ganforge.command"]
+    checkpoints = {a.path for a in client.list_artifacts(run_id, "checkpoints")}
+    assert checkpoints == {f"checkpoints/ckpt-{n:012d}" for n in (16, 32, 48)}
+    files = {a.path for a in client.list_artifacts(run_id, "checkpoints/ckpt-000000000048")}
+    assert "checkpoints/ckpt-000000000048/checksums.json" in files
+    assert any(k.startswith("system/") for k in run.data.metrics)
