@@ -40,11 +40,15 @@ def main(cfg, args: argparse.Namespace) -> int:
     from deploy.translate import load_translator
     from pipeline.config import config_to_yaml
     from training.families.cyclegan import domain_paths, read_images
-    from training.tracking import resolve_tracking_uri
+    from training.tracking import check_tracking_server, resolve_tracking_uri
     from training.trainer import train
+
+    from .common import EXIT_DIVERGED, EXIT_INTERRUPTED
 
     started = time.time()
     uri = resolve_tracking_uri(cfg.tracking, cfg.work_dir)
+    if cfg.tracking.enabled:
+        check_tracking_server(uri)  # the registry is needed at stage 3: fail now, in seconds
     paths = domain_paths(cfg)
     sources = list(cfg.cyclegan.sources)
     if sources == ["demo"]:
@@ -70,7 +74,7 @@ def main(cfg, args: argparse.Namespace) -> int:
     result = train(cfg, config_yaml=config_to_yaml(cfg))
     if result.status != "finished" or result.export_dir is None:
         print(f"training {result.status}; re-run the same command to resume")
-        return 3 if result.status == "diverged" else 1
+        return EXIT_DIVERGED if result.status == "diverged" else EXIT_INTERRUPTED
 
     print(f"[3/4] register: {cfg.tracking.model_name} @ {cfg.tracking.alias}", flush=True)
     if not cfg.tracking.enabled:
