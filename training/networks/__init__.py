@@ -22,6 +22,11 @@ from .config import ModelConfig
 FAMILIES: dict[str, str] = {
     "stylegan2": "training.networks.stylegan2",
     "progan": "training.networks.progan",
+    # the classic families share one module (``arch`` in the kwargs picks MLP or DCGAN)
+    "mlp": "training.networks.classic",
+    "dcgan": "training.networks.classic",
+    "wgan": "training.networks.classic",
+    "wgan-gp": "training.networks.classic",
 }
 
 
