@@ -28,10 +28,12 @@ by design (as the DCGAN reference, which normalises the real and the fake batch 
 The trainer splits a global batch into the same micro-batches whatever the world size, so with
 the same ``train.batch_per_device`` 2 processes compute exactly what 1 process computes with
 gradient accumulation (SyncBatchNorm would make the statistics depend on the world size and
-cost an all-reduce per layer). The running statistics are never used in training (both nets
-stay in train mode), so they may differ between ranks; before a generator is sampled in eval
-mode (grids, evaluation, export) ``recalibrate_batchnorm`` recomputes them from fixed latents,
-identically on every rank and for every world size (and for G_ema's own weights, not G's).
+cost an all-reduce per layer). No running statistics are updated in training either, since
+each rank would fold in only its own micro-batches: D's BatchNorm keeps none (it always
+normalises by its batch), and G's (``MicroBatchNorm2d``) keeps buffers that only
+``recalibrate_batchnorm`` fills, from fixed latents and the weights being sampled (G_ema's, not
+G's), before a generator is used in eval mode (grids, evaluation, export). So every buffer is
+the same on every rank and for every world size, and a sample does not depend on its batch.
 
 Everything here is a pure ``nn.Module``: no devices, I/O or ``.backward()``.
 """
@@ -41,6 +43,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .config import ModelConfig
@@ -210,9 +213,23 @@ def dcgan_init_(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
+class MicroBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm whose training forwards normalise by the micro-batch's statistics and leave the
+    running statistics alone; eval forwards use the running statistics, which only
+    ``recalibrate_batchnorm`` sets. Same parameters, buffers and state-dict keys as
+    ``nn.BatchNorm2d``. x: [N, C, H, W] -> [N, C, H, W]."""
+
+    recalibrating = False  # set by recalibrate_batchnorm: accumulate the running statistics
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and not self.recalibrating:
+            return F.batch_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps)
+        return super().forward(x)
+
+
 def _norm(kind: str, channels: int) -> nn.Module:
-    if kind == "batch":
-        return nn.BatchNorm2d(channels)
+    if kind == "batch":  # batch statistics always: no running statistics to keep in sync
+        return nn.BatchNorm2d(channels, track_running_stats=False)
     if kind == "layer":  # LayerNorm over (C, H, W) of each sample, per-channel affine
         return nn.GroupNorm(1, channels)
     if kind == "none":
@@ -245,13 +262,13 @@ class DCGANGenerator(nn.Module):
         # before BatchNorm (the norm's shift is the bias).
         layers: list[nn.Module] = [
             nn.ConvTranspose2d(in_features, ch[4], 4, 1, 0, bias=False),
-            nn.BatchNorm2d(ch[4]),
+            MicroBatchNorm2d(ch[4]),
             nn.ReLU(),
         ]
         for r in resolutions[1:]:
             layers += [
                 nn.ConvTranspose2d(ch[r // 2], ch[r], 4, 2, 1, bias=False),
-                nn.BatchNorm2d(ch[r]),
+                MicroBatchNorm2d(ch[r]),
                 nn.ReLU(),
             ]
         layers += [
@@ -330,7 +347,11 @@ def recalibrate_batchnorm(
     per-batch statistics (momentum None), so the result depends only on the weights and z, not
     on the history of training batches, the rank or the world size. A no-op without BatchNorm.
     Restores the train/eval mode and momenta; returns ``generator``."""
-    norms = [m for m in generator.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    norms = [
+        m
+        for m in generator.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+    ]
     if not norms:
         return generator
     was_training = generator.training
@@ -338,6 +359,7 @@ def recalibrate_batchnorm(
     for m in norms:
         m.reset_running_stats()
         m.momentum = None
+        m.recalibrating = True
     generator.train()
     try:
         for start in range(0, z.shape[0], batch):
@@ -345,6 +367,7 @@ def recalibrate_batchnorm(
     finally:
         for m, momentum in zip(norms, momenta, strict=True):
             m.momentum = momentum
+            m.recalibrating = False
         generator.train(was_training)
     return generator
 
@@ -446,6 +469,7 @@ __all__ = [
     "DCGANDiscriminator",
     "DCGANGenerator",
     "Discriminator",
+    "MicroBatchNorm2d",
     "Generator",
     "MLPDiscriminator",
     "MLPGenerator",

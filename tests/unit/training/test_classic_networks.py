@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from training.networks import FAMILIES, build_networks
@@ -154,14 +155,31 @@ def test_truncation_scales_the_latent_and_bad_noise_mode_is_refused():
         g(z, noise_mode="loud")
 
 
+def test_training_forwards_keep_no_rank_dependent_statistics():
+    torch.manual_seed(0)
+    g = DCGANGenerator(z_dim=8, c_dim=0, img_resolution=16, img_channels=1, channel_base=64)
+    d = DCGANDiscriminator(c_dim=0, img_resolution=16, img_channels=1, channel_base=64)
+    before = {k: v.clone() for k, v in g.state_dict().items()}
+    images = g(torch.randn(5, 8) * 3)  # train mode: micro-batch statistics ...
+    d(images)
+    for k, v in g.state_dict().items():  # ... and the buffers untouched (no momentum update,
+        assert torch.equal(v, before[k]), k  # no num_batches_tracked count per forward)
+    assert not list(d.buffers())  # D's BatchNorm always uses its batch: nothing to sync
+    # The train-mode output is normalised by the micro-batch's own statistics.
+    with torch.no_grad():
+        pre = g.net[0](torch.ones(4, 8, 1, 1))
+        norm = g.net[1]
+        expected = F.batch_norm(pre, None, None, norm.weight, norm.bias, True, 0.0, norm.eps)
+        torch.testing.assert_close(norm(pre), expected)
+
+
 def test_recalibrate_batchnorm_is_exact_and_history_free():
     torch.manual_seed(0)
     g = DCGANGenerator(z_dim=8, c_dim=0, img_resolution=16, img_channels=1, channel_base=64)
     z = torch.randn(12, 8)
-    # Some training-time history in the running statistics ...
-    for _ in range(3):
-        g(torch.randn(5, 8) * 3)
-    recalibrate_batchnorm(g.eval(), z, batch=4)
+    g.eval()
+    recalibrate_batchnorm(g, torch.randn(9, 8) * 3, batch=3)  # some earlier calibration ...
+    recalibrate_batchnorm(g, z, batch=4)
     assert not g.training
     first = g.net[1]
     # ... is gone: the running mean is the exact average of the three batches' means.
@@ -169,7 +187,7 @@ def test_recalibrate_batchnorm_is_exact_and_history_free():
         pre = g.net[0](z[:, :, None, None])
     batch_means = torch.stack([pre[i : i + 4].mean(dim=(0, 2, 3)) for i in (0, 4, 8)])
     torch.testing.assert_close(first.running_mean, batch_means.mean(0))
-    assert first.momentum == 0.1  # restored
+    assert first.momentum == 0.1 and not first.recalibrating  # restored
     # In eval mode a sample does not depend on the rest of its batch.
     out = g(z)
     torch.testing.assert_close(out[:1], g(z[:1]))
@@ -177,6 +195,7 @@ def test_recalibrate_batchnorm_is_exact_and_history_free():
     state = {k: v.clone() for k, v in g.state_dict().items()}
     g.train()
     g(torch.randn(7, 8))
+    recalibrate_batchnorm(g, torch.randn(8, 8))
     recalibrate_batchnorm(g, z, batch=4)
     for k, v in g.state_dict().items():
         torch.testing.assert_close(v, state[k], msg=k)
