@@ -22,7 +22,7 @@ from training.metrics import EvalConfig
 from training.networks.config import ModelConfig
 from training.networks.export import atomic_write
 from training.tracking import TrackingConfig
-from training.trainer import TrainConfig
+from training.train_config import TrainConfig
 
 from .configtools import ConfigError, apply_overrides, deep_merge, from_dict, read_yaml, to_dict
 
