@@ -97,20 +97,19 @@ def bench(name: str, args: argparse.Namespace, work: Path) -> dict:
         ],
     )
     trainer = Trainer(cfg)
-    batch, micro, accum = trainer.batch_geometry(trainer.phase())
+    trainer.resume()  # train.resume=null: a fresh start (schedule, learning rates)
     device = trainer.device
-    real = torch.randint(
-        0, 255, (micro, 3, resolution, resolution), dtype=torch.uint8, device=device
-    )
-    labels = torch.zeros(micro, dtype=torch.int64, device=device)
-    trainer._next_real = lambda m, a: (real, labels)  # device-resident batch: time the step itself
-    if trainer.ada is not None:
-        trainer.augment_p = 0.2  # ADA on, as in a running ADA training
-        trainer.ada.p = 0.2
+    # one step's real batches, kept on the device: time the step itself
+    images, batches = trainer.next_batches()
+    batch = images
+    if trainer.ada is not None:  # ADA on, as in a running ADA training
+        if isinstance(trainer.ada.p, torch.Tensor):
+            trainer.ada.p.fill_(0.2)
+        else:
+            trainer.ada.p = 0.2
 
     def step():
-        trainer._nonfinite = torch.zeros((), dtype=torch.bool, device=device)
-        trainer.train_step(trainer.phase())
+        trainer.train_step(images, batches)
 
     for _ in range(args.warmup):
         step()
