@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from training.networks.export import CONFIG_NAME, ExportError, atomic_write, load_export
+from training.networks.samples import make_grid
 
 from . import sampling
 
@@ -66,7 +67,7 @@ class LoadedGenerator:
         psi: float = 1.0,
         labels: Sequence[int | str] | int | str | None = None,
         noise_mode: str = "const",
-        batch_size: int = 32,
+        batch_size: int = sampling.BATCH,
     ) -> np.ndarray:
         """seeds (``"0-7"``, an int or a list) -> uint8 images [N, H, W, C]."""
         z = sampling.seeds_to_latents(sampling.parse_seeds(seeds), self.z_dim)
@@ -80,7 +81,7 @@ class LoadedGenerator:
         psi: float = 1.0,
         labels: Sequence[int | str] | int | str | None = None,
         noise_mode: str = "const",
-        batch_size: int = 32,
+        batch_size: int = sampling.BATCH,
     ) -> np.ndarray:
         """z: [N, z_dim] -> uint8 images [N, H, W, C]."""
         z = np.asarray(z, dtype=np.float32)
@@ -242,21 +243,6 @@ def load_generator(
 
 
 # -- writing images ---------------------------------------------------------------------------
-def make_grid(images: np.ndarray, cols: int | None = None, pad: int = 0) -> np.ndarray:
-    """uint8 [N, H, W, C] -> one uint8 image [rows*H, cols*W, C] (row-major; blanks are black)."""
-    images = np.asarray(images)
-    if images.ndim != 4:
-        raise ValueError(f"images: expected [N, H, W, C], got shape {list(images.shape)}")
-    n, h, w, c = images.shape
-    cols = cols or max(1, math.ceil(math.sqrt(n)))
-    rows = math.ceil(n / cols)
-    grid = np.zeros([rows * (h + pad) - pad, cols * (w + pad) - pad, c], dtype=np.uint8)
-    for i, img in enumerate(images):
-        r, k = divmod(i, cols)
-        grid[r * (h + pad) : r * (h + pad) + h, k * (w + pad) : k * (w + pad) + w] = img
-    return grid
-
-
 def _pil(image: np.ndarray):
     from PIL import Image
 

@@ -394,6 +394,17 @@ class Family:
         (deterministic noise). Called under ``torch.no_grad()``."""
         raise NotImplementedError
 
+    def eval_sample(
+        self,
+        nets: Mapping[str, nn.Module],
+        z: torch.Tensor,
+        c: torch.Tensor | None,
+        images_seen: int,
+    ) -> torch.Tensor:
+        """What the default :meth:`evaluate` measures; default :meth:`sample`. Override to use
+        ``cfg.eval.noise_mode`` (NVlabs measures FID with random noise inputs)."""
+        return self.sample(nets, z, c, images_seen)
+
     def grid(self, nets: Mapping[str, nn.Module], images_seen: int, count: int) -> torch.Tensor:
         """Images for the sample grid (fixed seeds 0..count-1, classes cycling) -> [count, C, H, W]."""
         from .images import grid_latents
@@ -414,11 +425,11 @@ class Family:
         self, nets: Mapping[str, nn.Module], images_seen: int, ev: EvalContext
     ) -> dict[str, float]:
         """Metrics (``cfg.eval``) -> ``{name: value}``, the same on every rank (all ranks call
-        it). Default: FID/KID/PR/coverage of :meth:`sample` against the first stream."""
+        it). Default: FID/KID/PR/coverage of :meth:`eval_sample` against the first stream."""
         from .metrics import evaluate
 
         def sample(z: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
-            return self.sample(nets, z, c, images_seen).float()
+            return self.eval_sample(nets, z, c, images_seen).float()
 
         return evaluate(
             sample,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -121,16 +122,24 @@ class RunLog:
             run_dir=self.run_dir,
             run_name=tr.run_name or self.cfg.name,
             resume_run_id=run_id if resumed else None,
+            resuming=resumed,
         )
-        if not self.tracker.active:
-            self.tracker = None
-            return run_id
+        manifest = tags.get("ganforge.dataset"), tags.get("ganforge.dataset_sha256")
+        self.tracker.log_input(self.cfg.manifest, name=manifest[0], digest=manifest[1])
         if not resumed:
             import yaml
 
             self.tracker.log_params(flatten(yaml.safe_load(self.config_yaml)))
             self.tracker.log_artifact(self.run_dir / "config.yaml")
-        self.tracker.set_tags({"ganforge.git_commit": git_commit(), **tags})
+        commit = git_commit()
+        self.tracker.set_tags(
+            {
+                "ganforge.git_commit": commit,
+                "mlflow.source.git.commit": commit,
+                "ganforge.command": shlex.join(sys.argv),
+                **tags,
+            }
+        )
         return self.tracker.run_id
 
     # -- during training -----------------------------------------------------------------------
@@ -188,7 +197,12 @@ class RunLog:
         save_png(grid, self.run_dir / "samples" / "latest.png")
         if self.tracker:
             self.tracker.log_artifact(path, "samples")
+            self.tracker.log_image(path, "samples", step=images_seen)
         return path
+
+    def checkpoint_saved(self, path: Path | None) -> None:
+        if self.is_main and self.tracker and path is not None:
+            self.tracker.log_checkpoint(path)
 
     # -- end -----------------------------------------------------------------------------------
     def finish(self, status: str, export_dir: Path | None) -> None:

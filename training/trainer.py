@@ -32,7 +32,7 @@ from data_prep.manifest import Manifest, load_manifest
 from . import augment as augment_lib
 from . import data as data_lib
 from . import networks as networks_lib
-from .checkpoint import latest_checkpoint
+from .checkpoint import latest_valid_checkpoint, remove_stale_temp, verify_checkpoint
 from .distributed import DeepSpeedUpdater, Distributed, Updater
 from .ema import ema_beta, update_ema
 from .families import get_family
@@ -226,7 +226,7 @@ class Trainer:
         acfg = self.cfg.augment
         self.ada = None
         if acfg.mode == "ada":
-            self.ada = augment_lib.AdaController.from_config(acfg)
+            self.ada = augment_lib.AdaController.from_config(acfg, device=self.device)
 
     # -- augmentation and ADA --------------------------------------------------------------------
     def augment_p(self) -> float | torch.Tensor:
@@ -371,6 +371,8 @@ class Trainer:
 
     def start(self) -> None:
         st = self.state
+        if self.dist.is_main:
+            remove_stale_temp(self.ckpt_dir)  # what a killed save left behind
         warning = data_lib.shard_warning(
             self.manifest, self.dist.world_size, self.cfg.data.num_workers
         )
@@ -428,7 +430,7 @@ class Trainer:
     def save(self, root: Path | None = None, keep: int | None = None) -> Path | None:
         self.state.world_size = self.dist.world_size
         self.state.phase = self.family.progress(self.state.images_seen)
-        return save_training(
+        path = save_training(
             Path(root or self.ckpt_dir),
             state=self.state,
             dist=self.dist,
@@ -439,12 +441,16 @@ class Trainer:
             config_yaml=self.config_yaml,
             keep=self.tcfg.keep_checkpoints if keep is None else keep,
         )
+        self.log.checkpoint_saved(path)
+        return path
 
     def resume(self) -> Path | None:
         spec = self.tcfg.resume
         path = None
-        if spec is not None:
-            path = latest_checkpoint(self.ckpt_dir) if spec == "auto" else Path(spec)
+        if spec == "auto":  # the newest checkpoint that passes its checksums
+            path = latest_valid_checkpoint(self.ckpt_dir, warn=self.log.warn)
+        elif spec is not None:
+            path = verify_checkpoint(spec)
         self._resumed_from = path
         if path is None:
             self.apply_schedule()

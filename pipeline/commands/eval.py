@@ -22,6 +22,8 @@ import re
 import sys
 from pathlib import Path
 
+from .common import check_tracking_uri_for
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from training.metrics import FEATURE_EXTRACTORS, METRICS
@@ -186,6 +188,7 @@ def main(args: argparse.Namespace) -> int:
         num_workers=args.workers,
     )
     preflight(manifest, cfg)  # missing Inception weights fail here, before loading anything
+    check_tracking_uri_for(args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"), args.model)
     rank, world_size, gather, device = _distributed(args.device)
     loaded = load_generator(args.model, device=device, tracking_uri=args.tracking_uri)
     if loaded.channels != manifest.channels:

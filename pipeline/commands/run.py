@@ -16,7 +16,7 @@ import shlex
 import time
 from pathlib import Path
 
-from .common import add_config_arguments, config_from_args
+from .common import EXIT_DIVERGED, EXIT_INTERRUPTED, add_config_arguments, config_from_args
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -49,7 +49,7 @@ def main(args: argparse.Namespace) -> int:
     result = train(cfg, config_yaml=config_to_yaml(cfg))
     if result.status != "finished" or result.export_dir is None:
         print(f"training {result.status}; re-run the same command to resume")
-        return 3 if result.status == "diverged" else 1
+        return EXIT_DIVERGED if result.status == "diverged" else EXIT_INTERRUPTED
 
     print(f"[3/4] register: {cfg.tracking.model_name} @ {cfg.tracking.alias}", flush=True)
     if not cfg.tracking.enabled:

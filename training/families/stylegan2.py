@@ -195,6 +195,11 @@ class AdversarialFamily(Family):
     def sample(self, nets, z, c, images_seen):
         return nets[self.ema_name](z, c, noise_mode="const", **self.net_kwargs(images_seen))
 
+    def eval_sample(self, nets, z, c, images_seen):
+        # eval.noise_mode: random by default, as NVlabs' metrics during training
+        noise_mode = getattr(self.cfg.eval, "noise_mode", "const")
+        return nets[self.ema_name](z, c, noise_mode=noise_mode, **self.net_kwargs(images_seen))
+
     def export(self, nets: Mapping[str, nn.Module], out_dir: Path, meta: dict) -> Path:
         return save_export(
             out_dir,

@@ -10,7 +10,9 @@ Flow (identical on every rank; collectives only through the caller's ``gather``)
 4. Each rank generates its contiguous slice of the ``num_images`` seeds, extracts features, and
    the slices are gathered. Image ``i`` uses latent ``RandomState(seed + i).randn(z_dim)``, the
    convention of ``ganforge generate --seeds``; a conditional generator gets a class drawn from
-   the real label distribution with the same RandomState.
+   the real label distribution with the same RandomState. The generator's noise inputs follow
+   ``EvalConfig.noise_mode`` (default random, NVlabs' metric setting), drawn from torch's RNG
+   reseeded per rank, so a rerun gives the same images.
 5. Rank 0 computes the metrics (``fid.py``, ``coverage.py``) and broadcasts them.
 
 Metric names say which feature space they come from: with ``feature_extractor: classifier``
@@ -71,6 +73,7 @@ RESULTS: dict[str, bool] = {
 }
 
 SampleFn = Callable[[torch.Tensor, "torch.Tensor | None"], torch.Tensor]
+NOISE_MODES = ("random", "const")
 
 
 @dataclass(kw_only=True)
@@ -106,6 +109,10 @@ class EvalConfig:
     """First latent seed (image i uses seed + i) and seed of KID/IS subsets."""
     num_workers: int = 2
     """DataLoader workers decoding real images, per rank (0: in the main process)."""
+    noise_mode: Literal["random", "const"] = "random"
+    """Generator noise inputs while sampling for metrics: random (fresh per image, NVlabs' metric
+    setting, which published FID/KID numbers use; seeded, so reruns match) or const (the
+    generator's stored per-layer noise). Families without noise inputs ignore it."""
 
     def __post_init__(self) -> None:
         if isinstance(self.metrics, str):
@@ -128,6 +135,11 @@ class EvalConfig:
             raise ValueError(f"max_real: must be >= 0 (0: all), got {self.max_real}")
         if self.num_workers < 0:
             raise ValueError(f"num_workers: must be >= 0, got {self.num_workers}")
+        if self.noise_mode not in NOISE_MODES:
+            raise ValueError(
+                f"noise_mode: must be random or const, got {self.noise_mode!r} (random is the "
+                "setting of published FID/KID)"
+            )
         if self.keep_best is not None and self.keep_best not in result_names(self):
             raise ValueError(
                 f"keep_best: {self.keep_best!r} is not computed by metrics={self.metrics} with "
@@ -273,6 +285,22 @@ def latents_and_labels(
                 int(np.searchsorted(cdf, rs.random_sample() * cdf[-1], side="right")), len(cdf) - 1
             )
     return z, labels
+
+
+def generator_sampler(generator: torch.nn.Module, noise_mode: str, **forward_kwargs) -> SampleFn:
+    """The :data:`SampleFn` of a generator module for ``evaluate``: ``generator(z, c,
+    noise_mode=noise_mode, **forward_kwargs)`` as float32 (no truncation).
+
+    noise_mode: pass ``EvalConfig.noise_mode`` (random for training-time FID/KID, as NVlabs);
+    forward_kwargs: family extras, e.g. ProGAN's ``resolution``/``alpha``.
+    """
+    if noise_mode not in NOISE_MODES:
+        raise ValueError(f"noise_mode: must be random or const, got {noise_mode!r}")
+
+    def sample(z: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
+        return generator(z, c, noise_mode=noise_mode, **forward_kwargs).float()
+
+    return sample
 
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:

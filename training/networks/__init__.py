@@ -17,6 +17,7 @@ import importlib
 from types import ModuleType
 
 from .config import ModelConfig
+from .layers import set_precision
 
 # family name -> module path (imported lazily so deploy pulls in only what it needs)
 FAMILIES: dict[str, str] = {
@@ -59,4 +60,5 @@ __all__ = [
     "build_generator",
     "build_networks",
     "family_module",
+    "set_precision",
 ]

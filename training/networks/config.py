@@ -34,7 +34,11 @@ class ModelConfig:
     w_avg_beta: float = 0.995
     """Decay of the running W average used by the truncation trick (stylegan2)."""
     conv_clamp: float | None = 256.0
-    """Clamp conv outputs to +-this under reduced precision (None: never)."""
+    """Clamp every conv output to +-this (NVlabs ``conv_clamp``: keeps fp16 activations finite;
+    None: never)."""
+    num_fp16_res: int = 4
+    """The N highest-resolution blocks of G and D that compute in reduced precision when
+    ``train.mixed_precision`` is fp16/bf16 (NVlabs ``num_fp16_res``; never below 8x8; 0: none)."""
     d_architecture: Literal["resnet", "orig", "skip"] = "resnet"
     """StyleGAN2 discriminator: resnet (config F), orig (plain conv stack; the CIFAR setup of
     StyleGAN2-ADA) or skip (FromRGB at every resolution)."""
@@ -59,6 +63,10 @@ class ModelConfig:
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name}: must be a positive integer, got {getattr(self, name)}")
+        if self.num_fp16_res < 0:
+            raise ValueError(
+                f"num_fp16_res: must be >= 0 (0: all float32), got {self.num_fp16_res}"
+            )
         if self.mbstd_group < 0:
             raise ValueError(f"mbstd_group: must be >= 0 (0 disables it), got {self.mbstd_group}")
         if not 0.0 < self.map_lr_mult <= 1.0:

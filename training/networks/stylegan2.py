@@ -28,10 +28,12 @@ from .layers import (
     Conv2dLayer,
     FullyConnectedLayer,
     MinibatchStdLayer,
+    ReducedPrecisionBlock,
     bias_act,
     downsample2d,
     modulated_conv2d,
     normalize_2nd_moment,
+    reduced_precision_threshold,
     setup_filter,
     upsample2d,
 )
@@ -234,11 +236,13 @@ class ToRGBLayer(nn.Module):
         return bias_act(x, None, clamp=self.conv_clamp)
 
 
-class SynthesisBlock(nn.Module):
+class SynthesisBlock(ReducedPrecisionBlock):
     """One resolution of the skip generator: (const or up-conv) + conv + ToRGB.
 
     (x [N, I, r/2, r/2] or None, img [N, C, r/2, r/2] or None, ws [N, num_conv + num_torgb, w_dim])
-    -> (x [N, O, r, r], img [N, C, r, r]).
+    -> (x [N, O, r, r] in ``compute_dtype``, img [N, C, r, r] float32). The convs run in
+    ``compute_dtype`` (styles and demodulation coefficients are still computed in float32); the
+    ToRGB layer and the skip image are always float32.
     """
 
     def __init__(
@@ -249,9 +253,10 @@ class SynthesisBlock(nn.Module):
         resolution: int,
         img_channels: int,
         conv_clamp: float | None = None,
+        reduced: bool = False,  # may run in reduced precision (see set_precision)
     ) -> None:
         super().__init__()
-        self.in_channels, self.resolution = in_channels, resolution
+        self.in_channels, self.resolution, self.reduced = in_channels, resolution, reduced
         if in_channels == 0:
             self.const = nn.Parameter(torch.randn([out_channels, resolution, resolution]))
         else:
@@ -274,13 +279,15 @@ class SynthesisBlock(nn.Module):
         noise_mode: NoiseMode = "random",
         fused_modconv: bool = True,
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        dtype = self.compute_dtype
         if self.in_channels == 0:
-            x = self.const.unsqueeze(0).expand(ws.shape[0], -1, -1, -1)
+            x = self.const.to(dtype).unsqueeze(0).expand(ws.shape[0], -1, -1, -1)
             x = self.conv1(x, ws[:, 0], noise_mode, fused_modconv)
         else:
-            x = self.conv0(x, ws[:, 0], noise_mode, fused_modconv)
+            x = self.conv0(x.to(dtype), ws[:, 0], noise_mode, fused_modconv)
             x = self.conv1(x, ws[:, 1], noise_mode, fused_modconv)
-        y = self.torgb(x, ws[:, self.num_conv], fused_modconv).to(torch.float32)
+        # .float() again: under an outer autocast the conv would hand back the autocast dtype.
+        y = self.torgb(x.float(), ws[:, self.num_conv], fused_modconv).float()
         img = y if img is None else upsample2d(img, self.resample_filter) + y
         return x, img
 
@@ -296,11 +303,13 @@ class SynthesisNetwork(nn.Module):
         channel_base: int = 32768,  # feature maps at r: min(channel_base // r, channel_max)
         channel_max: int = 512,
         conv_clamp: float | None = None,  # clamp conv outputs to +-this (None: never)
+        num_fp16_res: int = 0,  # highest resolutions that may run in reduced precision
     ) -> None:
         super().__init__()
         log2 = _check_resolution(img_resolution)
         self.w_dim, self.img_resolution, self.img_channels = w_dim, img_resolution, img_channels
         self.block_resolutions = [2**i for i in range(2, log2 + 1)]
+        threshold = reduced_precision_threshold(img_resolution, num_fp16_res)
         self.blocks = nn.ModuleDict()
         self.num_ws = 0
         for res in self.block_resolutions:
@@ -312,6 +321,7 @@ class SynthesisNetwork(nn.Module):
                 res,
                 img_channels,
                 conv_clamp,
+                reduced=res >= threshold,
             )
             self.blocks[str(res)] = block
             self.num_ws += block.num_conv
@@ -358,12 +368,13 @@ class Generator(nn.Module):
         channel_base: int = 32768,
         channel_max: int = 512,
         conv_clamp: float | None = None,  # clamp conv outputs to +-this (None: never)
+        num_fp16_res: int = 0,  # highest-resolution blocks that may run in reduced precision
     ) -> None:
         super().__init__()
         self.z_dim, self.c_dim, self.w_dim = z_dim, c_dim, w_dim
         self.img_resolution, self.img_channels = img_resolution, img_channels
         self.synthesis = SynthesisNetwork(
-            w_dim, img_resolution, img_channels, channel_base, channel_max, conv_clamp
+            w_dim, img_resolution, img_channels, channel_base, channel_max, conv_clamp, num_fp16_res
         )
         self.num_ws = self.synthesis.num_ws
         self.mapping = MappingNetwork(
@@ -426,12 +437,13 @@ def mix_styles(
 # Discriminator
 
 
-class DiscriminatorBlock(nn.Module):
+class DiscriminatorBlock(ReducedPrecisionBlock):
     """One resolution of D: two 3x3 convs, the second downsampling by 2.
 
     (x [N, tmp, r, r] or None, img [N, C, r, r] or None) -> (x [N, out, r/2, r/2], img or None).
     resnet: x = (skip(x) + conv1(conv0(x))) * sqrt(1/2) (unit variance of the sum);
     orig: plain stack; skip: FromRGB of the downsampled image added at every resolution.
+    x is computed in ``compute_dtype``; the (skip) image stays float32.
     """
 
     def __init__(
@@ -442,9 +454,10 @@ class DiscriminatorBlock(nn.Module):
         img_channels: int,
         architecture: str = "resnet",  # resnet | orig | skip
         conv_clamp: float | None = None,
+        reduced: bool = False,  # may run in reduced precision (see set_precision)
     ) -> None:
         super().__init__()
-        self.in_channels, self.architecture = in_channels, architecture
+        self.in_channels, self.architecture, self.reduced = in_channels, architecture, reduced
         if in_channels == 0 or architecture == "skip":
             self.fromrgb = Conv2dLayer(
                 img_channels, tmp_channels, 1, activation="lrelu", conv_clamp=conv_clamp
@@ -462,8 +475,10 @@ class DiscriminatorBlock(nn.Module):
     def forward(
         self, x: torch.Tensor | None, img: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        dtype = self.compute_dtype
+        x = x.to(dtype) if x is not None else None
         if self.in_channels == 0 or self.architecture == "skip":
-            y = self.fromrgb(img)
+            y = self.fromrgb(img.to(dtype))
             x = y if x is None else x + y
             if self.architecture == "skip":
                 img = downsample2d(img, self.resample_filter)
@@ -480,6 +495,7 @@ class DiscriminatorEpilogue(nn.Module):
     """4x4 head: (FromRGB) -> minibatch-stddev -> 3x3 conv -> fc -> out (-> projection).
 
     x [N, C, 4, 4] (or None at resolution 4), img, cmap [N, cmap_dim] or None -> logits [N, 1].
+    Always float32 (minibatch-stddev and the dense layers need the range and precision).
     """
 
     def __init__(
@@ -513,8 +529,9 @@ class DiscriminatorEpilogue(nn.Module):
     def forward(
         self, x: torch.Tensor | None, img: torch.Tensor | None, cmap: torch.Tensor | None
     ) -> torch.Tensor:
+        x = x.float() if x is not None else None
         if hasattr(self, "fromrgb"):
-            y = self.fromrgb(img)
+            y = self.fromrgb(img.float())
             x = y if x is None else x + y
         if self.mbstd is not None:
             x = self.mbstd(x)
@@ -544,9 +561,11 @@ class Discriminator(nn.Module):
         mbstd_channels: int = 1,
         map_depth: int = 8,  # layers of the label mapping network (conditional only)
         map_lr_mult: float = 0.01,
+        num_fp16_res: int = 0,  # highest-resolution blocks that may run in reduced precision
     ) -> None:
         super().__init__()
         log2 = _check_resolution(img_resolution)
+        threshold = reduced_precision_threshold(img_resolution, num_fp16_res)
         if architecture not in ("resnet", "orig", "skip"):
             raise ValueError(f"architecture: must be resnet, orig or skip, got {architecture!r}")
         self.c_dim, self.img_resolution, self.img_channels = c_dim, img_resolution, img_channels
@@ -570,6 +589,7 @@ class Discriminator(nn.Module):
                 img_channels,
                 architecture,
                 conv_clamp,
+                reduced=res >= threshold,
             )
         if c_dim > 0:
             self.mapping = MappingNetwork(
@@ -620,6 +640,7 @@ def generator_kwargs(
         "channel_base": model_cfg.channel_base,
         "channel_max": model_cfg.channel_max,
         "conv_clamp": None if model_cfg.conv_clamp is None else float(model_cfg.conv_clamp),
+        "num_fp16_res": int(model_cfg.num_fp16_res),
     }
 
 
@@ -643,6 +664,7 @@ def discriminator_kwargs(
         # sets G's); it is a stack of cmap_dim-wide FC layers, negligible next to the convs.
         "map_depth": D_MAP_DEPTH,
         "map_lr_mult": float(model_cfg.map_lr_mult),
+        "num_fp16_res": int(model_cfg.num_fp16_res),
     }
 
 
