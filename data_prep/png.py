@@ -2,53 +2,37 @@
 
 Pillow's PNG encoder tries all five row filters on every row and keeps the best ("adaptive"
 filtering): at 256x256 RGB that costs about 3 ms before any compression, and 20 ms at its
-default zlib level 6. Here one filter is applied to the whole image with numpy (PNG spec,
-section 9: filters predict from *unfiltered* neighbours, so they vectorise) and zlib compresses
-the result. The pixels are identical whatever the level; only size and time change.
+default zlib level 6. For the levels that favour speed, one filter is applied to the whole
+image with numpy (PNG spec, section 9: filters predict from *unfiltered* neighbours, so they
+vectorise) and zlib compresses the result. The pixels are identical whatever the level; only
+size and time change.
 
 ``compress_level`` (measured on 256x256 photos in docs/benchmarks.md):
 
 - 0: no filter, stored (what NVlabs dataset_tool writes: ``compress_level=0``); largest files.
 - 1 (default): "Up" filter + zlib level 1 with the run-length strategy: faster than Pillow at
   level 0 and about as small as Pillow at level 1.
-- 2..9: "Paeth" filter + zlib at that level: a few percent smaller, slower.
+- 2..9: Pillow's encoder (adaptive filters) at that zlib level: a few percent smaller, 3-30x
+  slower.
 
-Deterministic: the same pixels and zlib version give the same bytes.
+Deterministic: the same pixels and zlib/Pillow versions give the same bytes.
 """
 
 from __future__ import annotations
 
+import io
 import struct
 import zlib
 
 import numpy as np
+from PIL import Image
 
 _SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_NONE, _UP, _PAETH = 0, 2, 4
+_NONE, _UP = 0, 2
 
 
 def _chunk(tag: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
-
-
-def _paeth(rows: np.ndarray, channels: int) -> np.ndarray:
-    """Paeth residuals of uint8 rows [H, W*C] (predictor from left, up and up-left)."""
-    raw = rows.astype(np.int16)
-    left = np.zeros_like(raw)
-    left[:, channels:] = raw[:, :-channels]
-    up = np.zeros_like(raw)
-    up[1:] = raw[:-1]
-    up_left = np.zeros_like(raw)
-    up_left[1:, channels:] = raw[:-1, :-channels]
-    estimate = left + up - up_left
-    dist_left, dist_up = np.abs(estimate - left), np.abs(estimate - up)
-    dist_up_left = np.abs(estimate - up_left)
-    predictor = np.where(
-        (dist_left <= dist_up) & (dist_left <= dist_up_left),
-        left,
-        np.where(dist_up <= dist_up_left, up, up_left),
-    )
-    return (raw - predictor).astype(np.uint8)  # modulo 256, as the spec says
 
 
 def encode_png(pixels: np.ndarray, compress_level: int = 1) -> bytes:
@@ -63,14 +47,16 @@ def encode_png(pixels: np.ndarray, compress_level: int = 1) -> bytes:
     channels = 1 if pixels.ndim == 2 else pixels.shape[2]
     if channels not in (1, 3):
         raise ValueError(f"encode_png needs 1 or 3 channels, got {channels}")
+    if compress_level >= 2:  # smallest files: Pillow's adaptive per-row filters
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).save(buffer, "PNG", compress_level=compress_level)
+        return buffer.getvalue()
     rows = np.ascontiguousarray(pixels).reshape(height, width * channels)
     if compress_level == 0:
         kind, filtered, strategy = _NONE, rows, zlib.Z_DEFAULT_STRATEGY
-    elif compress_level == 1:
+    else:
         kind, filtered, strategy = _UP, rows.copy(), zlib.Z_RLE
         filtered[1:] -= rows[:-1]  # uint8 arithmetic wraps modulo 256
-    else:
-        kind, filtered, strategy = _PAETH, _paeth(rows, channels), zlib.Z_DEFAULT_STRATEGY
     scanlines = np.empty((height, width * channels + 1), np.uint8)
     scanlines[:, 0] = kind
     scanlines[:, 1:] = filtered

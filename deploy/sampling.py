@@ -11,8 +11,8 @@ everywhere. The pyfunc ships a copy of this file with ``training/networks`` (see
 - Output: ``(img * 127.5 + 128).clamp(0, 255)`` as uint8, NHWC.
 - Batches: the generator always runs on exactly ``batch_size`` rows (``BATCH`` by default), the
   last chunk padded, because float kernels (BLAS, oneDNN, cuDNN) pick their blocking and
-  reduction order from the batch size: at 32 px, 19 of 128 images moved by one level between
-  batch 1 and batch 128. With a fixed shape an image depends only on its own latent, not on
+  reduction order from the batch size: at 32 px, 16 of 128 images moved by one level between
+  batch 1 and batch 128 (benchmarks/bench_batching.py). With a fixed shape an image depends only on its own latent, not on
   which other images share its batch or where it sits (checked by tests/unit/deploy).
 """
 
@@ -75,7 +75,7 @@ def parse_seeds(text: str | int | Sequence[int], limit: int | None = None) -> li
     if limit is not None and count_seeds(text) > limit:
         raise SamplingError(
             f"seeds: {count_seeds(text)} seeds requested; at most {limit} per call "
-            f"(split the range, or raise the cap)"
+            f"(split the range, or raise the limit: ganforge generate --max-seeds)"
         )
     if isinstance(text, (int, np.integer)) and not isinstance(text, bool):
         seeds = [int(text)]

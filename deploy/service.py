@@ -229,6 +229,13 @@ def _error(status: int, message: str, config: ServeConfig, headers: dict | None 
 def _validation_message(exc: RequestValidationError) -> str:
     """pydantic's errors -> one line: ``field.item: what is wrong`` (union branches merged)."""
     by_loc: dict[str, list[str]] = {}
+    extra = [
+        ".".join(map(str, e["loc"][1:]))[:40]
+        for e in exc.errors()
+        if e["type"] == "extra_forbidden"
+    ]
+    if extra:
+        return f"unknown keys {', '.join(extra[:10])}; see /docs for the request fields"
     for err in exc.errors():
         if err.get("type") == "json_invalid":
             ctx = (err.get("ctx") or {}).get("error", "")

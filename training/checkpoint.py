@@ -26,7 +26,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -34,6 +33,8 @@ from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
+
+from .networks.export import make_temp_dir, umask_modes
 
 FORMAT_VERSION = 1
 PREFIX = "ckpt-"
@@ -71,7 +72,7 @@ def save_checkpoint(
         staging.mkdir(parents=True, exist_ok=True)
         tmp = staging
     else:
-        tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".tmp-{final.name}-"))
+        tmp = make_temp_dir(root, prefix=f".tmp-{final.name}-")
     try:
         tensors: dict[str, torch.Tensor] = {}
         for name, module in modules.items():
@@ -89,6 +90,7 @@ def save_checkpoint(
         if config_yaml is not None:
             (tmp / "config.yaml").write_text(config_yaml)
         (tmp / CHECKSUMS).write_text(json.dumps(_checksums(tmp), indent=2, sort_keys=True))
+        umask_modes(tmp)
         for f in tmp.rglob("*"):  # durable before the rename makes it visible
             if f.is_file():
                 with open(f, "rb") as fh:

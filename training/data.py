@@ -31,6 +31,7 @@ import hashlib
 import io
 import posixpath
 import random
+import signal
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -91,6 +92,8 @@ def check_shards(manifest: Manifest, split: str | None = None, *, show: int = 3)
         if folder not in sizes:
             sizes[folder] = _listing(folder)
         size = (sizes[folder] or {}).get(base)
+        if size is None and sizes[folder] is not None:
+            size = _size(url)  # confirm: some listings are partial (HTTP index pages)
         if size is None:
             problems.append(f"{shard.name} (missing)")
         elif shard.bytes and size != shard.bytes:
@@ -110,6 +113,14 @@ def _shard_url(manifest: Manifest, name: str) -> str:
     return f"{base}/{name}" if base else name
 
 
+def _size(url: str) -> int | None:
+    try:
+        fs, path = fsspec.core.url_to_fs(url)
+        return int(fs.info(path).get("size") or 0)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+
+
 def _listing(folder: str) -> dict[str, int] | None:
     """name -> size of the files in a local or fsspec folder (None: the folder is missing)."""
     try:
@@ -117,6 +128,8 @@ def _listing(folder: str) -> dict[str, int] | None:
         entries = fs.ls(path, detail=True)
     except (FileNotFoundError, NotADirectoryError):
         return None
+    except Exception:  # noqa: BLE001 - no listing on this filesystem: check each shard
+        return {}
     return {
         posixpath.basename(e["name"].rstrip("/")): int(e.get("size") or 0)
         for e in entries
@@ -125,21 +138,23 @@ def _listing(folder: str) -> dict[str, int] | None:
 
 
 # -- reading --------------------------------------------------------------------------------------
-def decode_sample(sample: dict, channels: int) -> tuple[torch.Tensor, int]:
-    """WebDataset sample dict -> (uint8 image [C, H, W], class id or -1)."""
+def decode_sample(sample: dict, channels: int, flip: bool = False) -> tuple[torch.Tensor, int]:
+    """WebDataset sample dict -> (uint8 image [C, H, W], mirrored when ``flip``; class id or -1)."""
     data = next((sample[k] for k in IMAGE_KEYS if k in sample), None)
     if data is None:
         raise ValueError(
             f"sample {sample.get('__key__')} in {sample.get('__url__')} has no image "
             f"(looked for {', '.join(IMAGE_KEYS)})"
         )
+    mode = "L" if channels == 1 else "RGB"
     with Image.open(io.BytesIO(data)) as img:
-        img = img.convert("L" if channels == 1 else "RGB")
-        array = np.asarray(img, dtype=np.uint8)
+        array = np.asarray(img if img.mode == mode else img.convert(mode), dtype=np.uint8)
     if array.ndim == 2:
         array = array[:, :, None]
+    if flip:  # a view: the mirror costs nothing before the one copy below
+        array = array[:, ::-1]
     label = int(sample["cls"]) if "cls" in sample else -1
-    return torch.from_numpy(array.transpose(2, 0, 1).copy()), label
+    return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1))), label
 
 
 def _open_shard(url: str):
@@ -327,7 +342,7 @@ class ShardStream(IterableDataset):
     def _decode(self, sample: dict, flip: bool, errors: _ErrorCount):
         """(image, label), or None for an undecodable sample (warned, counted)."""
         try:
-            image, label = decode_sample(sample, self.channels)
+            image, label = decode_sample(sample, self.channels, flip)
         except Exception as exc:  # a corrupt sample is skipped, not fatal
             warnings.warn(
                 f"skipping undecodable sample {sample.get('__key__')} "
@@ -337,7 +352,7 @@ class ShardStream(IterableDataset):
             errors.bad(f"undecodable sample {sample.get('__key__')} in {sample.get('__url__')}")
             return None
         errors.ok()
-        return (image.flip(-1) if flip else image), label
+        return image, label
 
     def _deterministic(self, errors: _ErrorCount) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """This rank's micro-batches of the one global stream; this worker decodes every
@@ -407,6 +422,15 @@ class ShardLoader(DataLoader):
             raise DataReadError(message) from None
 
 
+def _ignore_stop_signals(_worker_id: int) -> None:
+    """DataLoader workers leave SIGTERM/SIGINT to the main process. SLURM (and a terminal's
+    Ctrl-C) signal every process of the job; a worker that died of it would make the main
+    process raise "DataLoader worker killed" instead of writing its checkpoint. The workers end
+    when the main process closes the loader (or exits: they watch their parent)."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def build_loader(
     manifest: Manifest,
     cfg: DataConfig,
@@ -446,6 +470,7 @@ def build_loader(
         pin_memory=torch.cuda.is_available(),
         persistent_workers=workers > 0 and mode != "epoch",
         prefetch_factor=4 if workers > 0 else None,
+        worker_init_fn=_ignore_stop_signals if workers > 0 else None,
     )
 
 

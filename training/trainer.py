@@ -149,6 +149,8 @@ class Trainer:
         self.ckpt_dir = self.run_dir / "checkpoints"
         family_cls = get_family(cfg.model.family)
         self.manifests = {n: load_manifest(m) for n, m in family_cls.streams(cfg).items()}
+        for manifest in self.manifests.values():  # missing/short shards: one line, no work yet
+            data_lib.check_shards(manifest)
         self.manifest = next(iter(self.manifests.values()))
         torch.manual_seed(self.tcfg.seed)  # identical initial weights on every rank
         self.family = family_cls(cfg, self.manifests, self.device)
@@ -192,7 +194,9 @@ class Trainer:
             module = spec.module.to(self.device).train()
             if set_precision is not None and spec.reduced_precision:
                 set_precision(module, self.tcfg.mixed_precision)
-            self.nets[name] = module.requires_grad_(False)
+            # trained networks keep requires_grad until the updaters are built (DeepSpeed
+            # partitions only parameters that require grad); the phases switch it after that
+            self.nets[name] = module.requires_grad_(spec.optimizer is not None)
         for name, spec in self.specs.items():
             if spec.ema:
                 ema = copy.deepcopy(self.nets[name]).eval().requires_grad_(False)

@@ -168,6 +168,22 @@ def downsample2x(images: torch.Tensor, crop: int = 0) -> torch.Tensor:
 # Warps in centred pixel coordinates
 
 
+def _affine_inverse(matrix: torch.Tensor) -> torch.Tensor:
+    """Inverse of affine [N, 3, 3] matrices (last row 0, 0, 1) in closed form: elementwise ops
+    only (a batched ``linalg.inv`` may call a solver library that waits for the device)."""
+    a, b, tx = matrix[:, 0, 0], matrix[:, 0, 1], matrix[:, 0, 2]
+    c, d, ty = matrix[:, 1, 0], matrix[:, 1, 1], matrix[:, 1, 2]
+    inv_det = 1 / (a * d - b * c)
+    ia, ib, ic, id_ = d * inv_det, -b * inv_det, -c * inv_det, a * inv_det
+    zero, one = torch.zeros_like(a), torch.ones_like(a)
+    rows = [
+        torch.stack([ia, ib, -(ia * tx + ib * ty)], dim=-1),
+        torch.stack([ic, id_, -(ic * tx + id_ * ty)], dim=-1),
+        torch.stack([zero, zero, one], dim=-1),
+    ]
+    return torch.stack(rows, dim=-2)
+
+
 def _source_grid(
     inverse: torch.Tensor,
     out_size: tuple[int, int],
@@ -212,7 +228,7 @@ def warp_centred(
     wrt the images; no host sync.
     """
     n, _, h, w = images.shape
-    inverse = torch.linalg.inv_ex(matrix.float())[0]
+    inverse = _affine_inverse(matrix.float())
     if not antialias:
         # align_corners=True reflection mirrors about the border pixel centres (as F.pad reflect).
         grid = _source_grid(inverse, (h, w), 1.0, 0.0, (h, w), (0.0, 0.0), 1.0, (h, w), True)

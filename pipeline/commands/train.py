@@ -16,6 +16,7 @@ Exit codes: 0 finished, 2 user error (one line), 3 diverged (non-finite loss), 7
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from .common import (
@@ -48,6 +49,8 @@ def main(args: argparse.Namespace) -> int:
     if result.status == "diverged":
         return EXIT_DIVERGED
     if result.status == "interrupted":
+        if os.environ.get("RANK", "0") != "0":  # the main process says it once
+            return EXIT_INTERRUPTED
         print(
             f"interrupted at {result.images_seen / 1000:.1f} kimg; checkpoint {result.last_checkpoint}; "
             f"run the same command again to resume (exit code {EXIT_INTERRUPTED})",
@@ -56,13 +59,22 @@ def main(args: argparse.Namespace) -> int:
         return EXIT_INTERRUPTED
     if result.export_dir and cfg.tracking.enabled and cfg.tracking.register:
         from deploy.registry import register_export
-        from training.tracking import resolve_tracking_uri
+        from training.tracking import check_tracking_server, resolve_tracking_uri
 
+        uri = resolve_tracking_uri(cfg.tracking, cfg.work_dir)
+        try:
+            check_tracking_server(uri)
+        except ValueError as exc:
+            raise ValueError(
+                f"training finished, but the generator was not registered: {exc}; later run "
+                f"`ganforge register {result.export_dir} --name {cfg.tracking.model_name}"
+                f"{' --alias ' + cfg.tracking.alias if cfg.tracking.alias else ''} --tracking-uri {uri}`"
+            ) from None
         info = register_export(
             result.export_dir,
             model_name=cfg.tracking.model_name,
             alias=cfg.tracking.alias,
-            tracking_uri=resolve_tracking_uri(cfg.tracking, cfg.work_dir),
+            tracking_uri=uri,
             run_id=result.mlflow_run_id,
         )
         print(f"registered {info.uri} (version {info.version})")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-Family = Literal["stylegan2", "progan", "mlp", "dcgan", "wgan", "wgan-gp"]
+Family = Literal["stylegan2", "progan", "cyclegan", "mlp", "dcgan", "wgan", "wgan-gp"]
 
 
 @dataclass(kw_only=True)

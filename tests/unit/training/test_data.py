@@ -26,6 +26,7 @@ from training.data import (
     ShardStream,
     build_loader,
     check_shards,
+    decode_sample,
     pop_random,
     shard_warning,
 )
@@ -391,3 +392,77 @@ def test_shuffle_buffer_pop_is_uniform_and_constant_time():
     for _ in range(4000):
         counts[pop_random([0, 1, 2, 3], rng)] += 1
     assert all(900 < c < 1100 for c in counts)  # uniform over the buffer
+
+
+def test_xflip_mirrors_about_half_the_images(tmp_path):
+    arr = np.arange(8 * 8 * 3, dtype=np.uint8).reshape(8, 8, 3)  # every column differs
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    image, label = decode_sample({"png": buf.getvalue(), "cls": b"2"}, 3, flip=True)
+    assert label == 2 and torch.equal(image, torch.from_numpy(arr[:, ::-1].copy()).permute(2, 0, 1))
+    with wds.TarWriter(str(tmp_path / "train-000000.tar")) as sink:
+        for i in range(20):
+            sink.write({"__key__": f"{i:03d}", "png": buf.getvalue()})
+    stream = ShardStream(
+        [str(tmp_path / "train-000000.tar")],
+        mode="resampled",
+        batch=10,
+        channels=3,
+        xflip=True,
+        seed=3,
+    )
+    images = torch.cat([b[0] for b, _ in zip(stream, range(10))])
+    original = torch.from_numpy(arr.copy()).permute(2, 0, 1)
+    flipped = [bool(torch.equal(im, original.flip(-1))) for im in images]
+    assert all(f or torch.equal(im, original) for f, im in zip(flipped, images))
+    assert 20 < sum(flipped) < 80
+
+
+def test_ganforge_train_with_all_shards_deleted_stops_with_one_line(tmp_path, digits_shards):
+    """The probe's command: all shards deleted -> training hung forever. Now a one-line error
+    naming a shard (from check_shards at start, or from the reader), within seconds."""
+    import shutil
+
+    data = tmp_path / "ds"
+    shutil.copytree(digits_shards, data)
+    for tar in data.glob("*.tar"):
+        tar.unlink()
+    overrides = {
+        "work_dir": tmp_path / "w",
+        "data.manifest": data,
+        "data.num_workers": 2,
+        "tracking.enabled": False,
+        "train.total_kimg": 0.032,
+        "eval.at_end": False,
+    }
+    cmd = [sys.executable, "-m", "pipeline.cli", "train", "--preset", "digits"]
+    for key, value in overrides.items():
+        cmd += ["--set", f"{key}={value}"]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("ganforge train: error:") and ".tar" in last and "missing" in last
+
+
+def test_a_stop_signal_sent_to_a_loader_worker_does_not_kill_it(tmp_path):
+    """SLURM signals every process of the job: the workers must leave SIGTERM/SIGINT to the main
+    process (which checkpoints), not die and make it raise "DataLoader worker killed"."""
+    import psutil
+
+    m = _write_shards(tmp_path)
+    loader = build_loader(m, DataConfig(num_workers=2, shuffle_buffer=8), batch=5, seed=1)
+    it = iter(loader)
+    next(it)
+    workers = psutil.Process().children()
+    assert len(workers) == 2
+    for worker in workers:
+        os.kill(worker.pid, signal.SIGTERM)
+        os.kill(worker.pid, signal.SIGINT)
+    time.sleep(0.5)
+    for _ in range(10):  # the stream goes on, from the same worker processes
+        images, _labels = next(it)
+        assert images.shape == (5, 3, 8, 8)
+    assert all(worker.is_running() for worker in workers)
+    del it

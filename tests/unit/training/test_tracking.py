@@ -182,3 +182,76 @@ def test_sync_without_a_server_is_one_clear_error(tmp_path, manifest_dir):
 
     assert main(["tracking", "sync", str(run_dir)]) == 2
     assert len(read_pending(run_dir)) == 3  # create_run, the metric, the status: all kept
+
+
+def test_a_training_run_as_the_ui_shows_it(tmp_path, digits_shards, monkeypatch):
+    """A real (tiny) `ganforge train` on a sqlite store: stepped sample grids, the dataset input,
+    git commit and command line, checkpoints as artifacts, system metrics."""
+    from data_prep.manifest import load_manifest
+    from pipeline.cli import main
+    from tests.conftest import tiny_overrides
+
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "1")
+    work = tmp_path / "work"
+    overrides = tiny_overrides(
+        work,
+        digits_shards,
+        **{
+            "tracking.enabled": True,
+            "tracking.log_checkpoints": True,
+            "train.total_kimg": 0.048,
+            "train.keep_checkpoints": 0,
+        },
+    )
+    assert main(["train", "--preset", "digits"] + [a for o in overrides for a in ("--set", o)]) == 0
+    client = MlflowClient(f"sqlite:///{work}/mlflow.db")
+    (run,) = client.search_runs([client.get_experiment_by_name("ganforge-digits").experiment_id])
+    run_id = run.info.run_id
+    images = [a.path for a in client.list_artifacts(run_id, "images")]
+    steps = sorted({int(p.split("+step+")[1].split("+")[0]) for p in images})
+    assert steps == [16, 32, 48]  # images seen, the x axis of every tick metric
+    assert [m.step for m in client.get_metric_history(run_id, "loss/g")] == [16, 32, 48]
+    manifest = load_manifest(str(digits_shards))
+    (dataset_input,) = run.inputs.dataset_inputs
+    assert dataset_input.dataset.digest == manifest.sha256[:36]
+    assert json.loads(dataset_input.dataset.source)["uri"] == (
+        (digits_shards / "manifest.json").resolve().as_uri()
+    )
+    assert len(run.data.tags["mlflow.source.git.commit"]) == 40
+    assert run.data.tags["ganforge.command"]
+    checkpoints = {a.path for a in client.list_artifacts(run_id, "checkpoints")}
+    assert checkpoints == {f"checkpoints/ckpt-{n:012d}" for n in (16, 32, 48)}
+    files = {a.path for a in client.list_artifacts(run_id, "checkpoints/ckpt-000000000048")}
+    assert "checkpoints/ckpt-000000000048/checksums.json" in files
+    assert any(k.startswith("system/") for k in run.data.metrics)
+
+
+def test_sync_waits_for_the_training_process(tmp_path):
+    import subprocess
+    import sys
+
+    from training.tracking import read_run_file, write_run_file
+
+    run_dir = tmp_path / "run"
+    t = Tracker(
+        TrackingConfig(uri=_dead_uri(), experiment="e", system_metrics=False),
+        work_dir=tmp_path,
+        run_dir=run_dir,
+        run_name="r",
+    )
+    t.close()
+    assert read_run_file(run_dir)["writer"] is None  # closed: sync may go
+    # a training process that still runs (here: a sleeping child standing in for it)
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        info = read_run_file(run_dir)
+        host = socket.gethostname()
+        write_run_file(run_dir, {**info, "writer": {"host": host, "pid": child.pid}})
+        with pytest.raises(ValueError, match=f"pid {child.pid}.*may still be writing"):
+            sync_run_dir(run_dir, tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    finally:
+        child.kill()
+        child.wait()
+    # the process is gone (killed without closing): sync proceeds
+    result = sync_run_dir(run_dir, tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    assert result.error is None and result.run_id
