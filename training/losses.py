@@ -27,8 +27,10 @@ import torch.nn.functional as F
 
 @dataclass(kw_only=True)
 class LossConfig:
-    kind: Literal["nonsaturating", "wgan-gp"] = "nonsaturating"
-    """nonsaturating logistic (StyleGAN2) or WGAN-GP with epsilon drift (ProGAN paper)."""
+    kind: Literal["nonsaturating", "wgan-gp", "bce", "hinge", "lsgan", "wgan"] = "nonsaturating"
+    """nonsaturating logistic (StyleGAN2) or WGAN-GP with epsilon drift (ProGAN paper); the
+    classic families (mlp, dcgan, wgan, wgan-gp) also take bce (= nonsaturating; see
+    g_saturating), hinge, lsgan and wgan (weight clipping, see clip)."""
     r1_gamma: float = 10.0
     """R1 weight gamma (0: no R1)."""
     r1_interval: int = 16
@@ -47,9 +49,21 @@ class LossConfig:
     """WGAN-GP gradient-penalty weight."""
     drift: float = 0.001
     """WGAN-GP epsilon drift weight on real logits squared."""
+    g_saturating: bool = False
+    """kind bce (classic families): G minimises the original saturating log(1 - D(G(z)))."""
+    clip: float = 0.01
+    """kind wgan: clamp every critic weight to +-clip after each critic update (0: off)."""
 
     def __post_init__(self) -> None:
-        for name in ("r1_gamma", "pl_weight", "pl_decay", "gp_lambda", "drift", "style_mixing"):
+        for name in (
+            "r1_gamma",
+            "pl_weight",
+            "pl_decay",
+            "gp_lambda",
+            "drift",
+            "style_mixing",
+            "clip",
+        ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}: must be >= 0, got {getattr(self, name)}")
         for name in ("r1_interval", "pl_interval", "pl_batch_shrink"):
