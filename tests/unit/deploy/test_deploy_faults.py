@@ -3,6 +3,7 @@ loads, unbounded --seeds, outputs unreadable to others (0600), and pyfunc code t
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import tempfile
@@ -113,3 +114,39 @@ def test_pyfunc_code_hash_is_tagged_and_a_change_is_detected(tmp_path, tracking_
         load_generator(f"models:/{name}/1", tracking_uri=tracking_uri).generate([1]),
         load_generator(export).generate([1]),
     )
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _edit_config(**changes):
+    def edit(path: Path) -> None:
+        config = json.loads(path.read_text())
+        config.update(changes)
+        if "z_dim" in changes:  # a generator of another shape than the weights
+            config["kwargs"]["z_dim"] = changes["z_dim"]
+        path.write_text(json.dumps(config))
+
+    return edit
+
+
+@pytest.mark.parametrize(
+    "name,damage,message",
+    [
+        ("weights.safetensors", _truncate, "weights.safetensors: not a readable safetensors file"),
+        ("generator.json", lambda p: p.write_text("{bad"), "generator.json: not valid JSON"),
+        ("generator.json", _edit_config(resolution=None), "resolution: expected int, got None"),
+        ("generator.json", _edit_config(family="nope"), "unknown model family 'nope'"),
+        ("generator.json", _edit_config(z_dim=64), "weights.safetensors: does not fit the"),
+    ],
+)
+def test_damaged_export_is_a_one_line_error_naming_the_file(
+    tmp_path, capsys, name, damage, message
+):
+    export = make_export(tmp_path / "export")
+    damage(export / name)
+    code = generate(export, "--seeds", "0", "--out", str(tmp_path / "g.png"))
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err[-500:]
+    assert str(export) in err and message in err
