@@ -31,6 +31,7 @@ import hashlib
 import io
 import posixpath
 import random
+import signal
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -421,6 +422,15 @@ class ShardLoader(DataLoader):
             raise DataReadError(message) from None
 
 
+def _ignore_stop_signals(_worker_id: int) -> None:
+    """DataLoader workers leave SIGTERM/SIGINT to the main process. SLURM (and a terminal's
+    Ctrl-C) signal every process of the job; a worker that died of it would make the main
+    process raise "DataLoader worker killed" instead of writing its checkpoint. The workers end
+    when the main process closes the loader (or exits: they watch their parent)."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def build_loader(
     manifest: Manifest,
     cfg: DataConfig,
@@ -460,6 +470,7 @@ def build_loader(
         pin_memory=torch.cuda.is_available(),
         persistent_workers=workers > 0 and mode != "epoch",
         prefetch_factor=4 if workers > 0 else None,
+        worker_init_fn=_ignore_stop_signals if workers > 0 else None,
     )
 
 

@@ -137,6 +137,13 @@ def get_or_create_experiment(
 # The run-dir files: which MLflow run this run dir is, and what could not be sent yet
 
 
+def writer_id() -> dict[str, Any]:
+    """This process, as recorded in the run file while it may write the pending records."""
+    import socket
+
+    return {"host": socket.gethostname(), "pid": os.getpid()}
+
+
 def read_run_file(run_dir: str | Path) -> dict[str, Any]:
     path = Path(run_dir) / RUN_FILE
     try:
@@ -202,108 +209,6 @@ def dataset_record(manifest_dir: str | Path, name: str, digest: str, *, context:
         },
         "tags": {"mlflow.data.context": context},
     }
-
-
-# ----------------------------------------------------------------------------------------------
-# Executing one record (the live tracker and `ganforge tracking sync` share this)
-
-
-def apply_record(client: Any, run_id: str, record: dict[str, Any], *, dedup: bool = False) -> str:
-    """Send one record to MLflow for ``run_id``; -> "sent" or "skipped: <why>". With ``dedup``,
-    what the run already holds is not sent again (replays are idempotent)."""
-    from mlflow.entities import Metric, Param, RunTag
-
-    op = record["op"]
-    if op == "log_batch":
-        metrics = [
-            Metric(m["key"], float(m["value"]), int(m["timestamp"]), int(m["step"]))
-            for m in record.get("metrics", [])
-        ]
-        params = [Param(p["key"], p["value"]) for p in record.get("params", [])]
-        tags = [RunTag(t["key"], t["value"]) for t in record.get("tags", [])]
-        if dedup and metrics:
-            metrics = _new_metrics(client, run_id, metrics)
-        if dedup and params:
-            have = client.get_run(run_id).data.params
-            params = [p for p in params if have.get(p.key) != p.value]
-        if not (metrics or params or tags):
-            return "skipped: already in the run"
-        client.log_batch(run_id, metrics=metrics, params=params, tags=tags)
-    elif op == "log_artifact":
-        path = Path(record["path"])
-        if not path.exists():
-            return f"skipped: {path} no longer exists"
-        if path.is_dir():
-            client.log_artifacts(run_id, str(path), record.get("artifact_path"))
-        else:
-            client.log_artifact(run_id, str(path), record.get("artifact_path"))
-    elif op == "log_image":
-        path = Path(record["path"])
-        if not path.exists():
-            return f"skipped: {path} no longer exists"
-        if dedup and _has_image(client, run_id, record):
-            return "skipped: already in the run"
-        from PIL import Image
-
-        with Image.open(path) as image:
-            client.log_image(
-                run_id,
-                image.convert("RGB"),
-                key=record["key"],
-                step=int(record["step"]),
-                timestamp=int(record["timestamp"]),
-                synchronous=True,
-            )
-    elif op == "log_input":
-        from mlflow.entities import Dataset, DatasetInput, InputTag
-
-        d = record["dataset"]
-        if dedup and any(
-            i.dataset.name == d["name"] and i.dataset.digest == d["digest"]
-            for i in client.get_run(run_id).inputs.dataset_inputs
-        ):
-            return "skipped: already in the run"
-        dataset = Dataset(
-            name=d["name"],
-            digest=d["digest"],
-            source_type=d["source_type"],
-            source=d["source"],
-            profile=d.get("profile"),
-        )
-        tags = [InputTag(k, v) for k, v in record.get("tags", {}).items()]
-        client.log_inputs(run_id, datasets=[DatasetInput(dataset, tags)])
-    elif op == "set_status":
-        if record["status"] == "RUNNING":
-            client.update_run(run_id, status="RUNNING")
-        else:
-            client.set_terminated(run_id, status=record["status"], end_time=record.get("end_time"))
-    elif op == "create_run":
-        return "skipped: handled by the caller"
-    else:
-        return f"skipped: unknown op {op!r}"
-    return "sent"
-
-
-def _new_metrics(client: Any, run_id: str, metrics: list) -> list:
-    keep = []
-    seen: dict[str, set] = {}
-    for m in metrics:
-        if m.key not in seen:
-            seen[m.key] = {
-                (h.step, h.timestamp, h.value) for h in client.get_metric_history(run_id, m.key)
-            }
-        if (m.step, m.timestamp, m.value) not in seen[m.key]:
-            keep.append(m)
-    return keep
-
-
-def _has_image(client: Any, run_id: str, record: dict) -> bool:
-    key = record["key"].replace("/", "~")
-    prefix = f"images/{key}+step+{int(record['step'])}+timestamp+{int(record['timestamp'])}+"
-    names = [a.path for a in client.list_artifacts(run_id, "images")]
-    return any(n.startswith(prefix) and n.endswith(".png") for n in names) and any(
-        n.startswith(prefix) and n.endswith("+compressed.webp") for n in names
-    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -378,7 +283,12 @@ class Tracker:
             self._last_retry = time.monotonic()
         write_run_file(
             self.run_dir,
-            {"run_id": self.run_id, "local_id": self.local_id, "tracking_uri": self.uri},
+            {
+                "run_id": self.run_id,
+                "local_id": self.local_id,
+                "tracking_uri": self.uri,
+                "writer": writer_id(),  # `tracking sync` waits for this process to end
+            },
         )
         if self._pending:  # earlier records (or this start) first, in order
             self._pending = [self._stamp(r) for r in self._pending]
@@ -476,6 +386,10 @@ class Tracker:
             elif self._pending:
                 self._retry_pending(force=True, locked=True)
             n = len(self._pending)
+        try:
+            write_run_file(self.run_dir, {**read_run_file(self.run_dir), "writer": None})
+        except OSError:
+            pass
         if n:
             print(
                 f"ganforge: {n} MLflow operations could not be sent; they are kept in "
@@ -521,6 +435,8 @@ class Tracker:
                     continue
                 self._inflight = item
             try:
+                from .tracking_sync import apply_record
+
                 apply_record(self.client, self.run_id, item)
             except Exception as exc:  # noqa: BLE001
                 with self._lock:

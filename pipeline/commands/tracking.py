@@ -32,12 +32,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="tracking server to send to (default: the one the run used, from mlflow-run.json)",
     )
+    sync.add_argument(
+        "--force",
+        action="store_true",
+        help="sync although mlflow-run.json names a training process on this host that may "
+        "still run (e.g. one killed with SIGKILL whose pid was reused)",
+    )
 
 
 def main(args: argparse.Namespace) -> int:
     from training.tracking_sync import sync_run_dir
 
-    result = sync_run_dir(args.run_dir, args.tracking_uri)
+    result = sync_run_dir(args.run_dir, args.tracking_uri, force=args.force)
     for line in result.skipped:
         print(f"  skipped {line}")
     if result.error:

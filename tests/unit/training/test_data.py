@@ -459,3 +459,25 @@ def test_ganforge_train_with_all_shards_deleted_stops_with_one_line(tmp_path, di
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("ganforge train: error:") and ".tar" in last and "missing" in last
+
+
+def test_a_stop_signal_sent_to_a_loader_worker_does_not_kill_it(tmp_path):
+    """SLURM signals every process of the job: the workers must leave SIGTERM/SIGINT to the main
+    process (which checkpoints), not die and make it raise "DataLoader worker killed"."""
+    import psutil
+
+    m = _write_shards(tmp_path)
+    loader = build_loader(m, DataConfig(num_workers=2, shuffle_buffer=8), batch=5, seed=1)
+    it = iter(loader)
+    next(it)
+    workers = psutil.Process().children()
+    assert len(workers) == 2
+    for worker in workers:
+        os.kill(worker.pid, signal.SIGTERM)
+        os.kill(worker.pid, signal.SIGINT)
+    time.sleep(0.5)
+    for _ in range(10):  # the stream goes on, from the same worker processes
+        images, _labels = next(it)
+        assert images.shape == (5, 3, 8, 8)
+    assert all(worker.is_running() for worker in workers)
+    del it

@@ -373,3 +373,15 @@ def test_reduced_precision_trains_with_float32_regularisers(tmp_path, digits_sha
     optim = torch.load(result.last_checkpoint / "optim.pt", weights_only=True)
     scaler = optim["generator"]["scaler"]
     assert (scaler["scale"] > 1) if precision == "fp16" else (scaler["scale"] == 1.0)
+
+
+def test_reading_a_run_config_does_not_import_the_trainer():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, pipeline.config as c; c.load_config('digits'); "
+        "print(sorted(m for m in ('accelerate', 'training.trainer', 'deepspeed') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

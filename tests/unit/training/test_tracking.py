@@ -224,3 +224,34 @@ def test_a_training_run_as_the_ui_shows_it(tmp_path, digits_shards, monkeypatch)
     files = {a.path for a in client.list_artifacts(run_id, "checkpoints/ckpt-000000000048")}
     assert "checkpoints/ckpt-000000000048/checksums.json" in files
     assert any(k.startswith("system/") for k in run.data.metrics)
+
+
+def test_sync_waits_for_the_training_process(tmp_path):
+    import subprocess
+    import sys
+
+    from training.tracking import read_run_file, write_run_file
+
+    run_dir = tmp_path / "run"
+    t = Tracker(
+        TrackingConfig(uri=_dead_uri(), experiment="e", system_metrics=False),
+        work_dir=tmp_path,
+        run_dir=run_dir,
+        run_name="r",
+    )
+    t.close()
+    assert read_run_file(run_dir)["writer"] is None  # closed: sync may go
+    # a training process that still runs (here: a sleeping child standing in for it)
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        info = read_run_file(run_dir)
+        host = socket.gethostname()
+        write_run_file(run_dir, {**info, "writer": {"host": host, "pid": child.pid}})
+        with pytest.raises(ValueError, match=f"pid {child.pid}.*may still be writing"):
+            sync_run_dir(run_dir, tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    finally:
+        child.kill()
+        child.wait()
+    # the process is gone (killed without closing): sync proceeds
+    result = sync_run_dir(run_dir, tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    assert result.error is None and result.run_id
