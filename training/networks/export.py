@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from . import build_generator
@@ -168,13 +169,50 @@ def load_export(
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
     """-> (generator in eval mode on ``device``, config dict). Weights load with strict=True."""
     config = read_export_config(export_dir)
+    path = Path(export_dir) / CONFIG_NAME
+    for key, kind in _GENERATOR_FIELDS.items():
+        if not isinstance(config.get(key), kind) or isinstance(config.get(key), bool):
+            raise ExportError(
+                f"{path}: {key}: expected {kind.__name__}, got {config.get(key)!r:.40}; "
+                f"re-export the run (`ganforge train` writes export/)"
+            )
     weights = Path(export_dir) / WEIGHTS_NAME
     if not weights.is_file():
         raise ExportError(f"{export_dir}: missing {WEIGHTS_NAME}")
-    generator = build_generator(config["family"], config["kwargs"])
-    state = load_file(str(weights), device="cpu")
-    generator.load_state_dict(state, strict=True)
+    try:
+        generator = build_generator(config["family"], config["kwargs"])
+    except (KeyError, TypeError, ValueError) as exc:  # unknown family, kwargs that do not fit
+        detail = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc  # no repr quotes
+        raise ExportError(f"{path}: cannot build the generator ({detail})") from None
+    try:
+        state = load_file(str(weights), device="cpu")
+    except (SafetensorError, OSError) as exc:  # truncated, overwritten, not safetensors
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ExportError(
+            f"{weights}: not a readable safetensors file ({first[:200]}); re-export or "
+            f"download it again"
+        ) from None
+    try:
+        generator.load_state_dict(state, strict=True)
+    except RuntimeError as exc:  # missing/unexpected keys, shapes that differ
+        first = str(exc).splitlines()
+        detail = first[1].strip() if len(first) > 1 else first[0]
+        raise ExportError(
+            f"{weights}: does not fit the {config['family']} generator of {CONFIG_NAME} "
+            f"({detail[:200]}); the two files come from different exports"
+        ) from None
     return generator.eval().requires_grad_(False).to(device), config
+
+
+_GENERATOR_FIELDS = {
+    "family": str,
+    "kwargs": dict,
+    "z_dim": int,
+    "c_dim": int,
+    "resolution": int,
+    "channels": int,
+}
+"""Fields of generator.json that loading a generator relies on, with their types."""
 
 
 # ----------------------------------------------------------------------------------------------

@@ -359,6 +359,27 @@ def test_antialiased_warp_conventions_and_identity():
     assert (warp_centred(image, quarter) - image.rot90(-1, dims=(2, 3)))[core].abs().max() < 0.1
 
 
+def test_ada_pipeline_warps_antialiased_for_general_geometry_and_1x_for_blits():
+    """The pipeline, not only ``warp_centred``, takes the 2x path when rotate/scale/aniso/xfrac
+    are on, and the exact 1x path for blits alone (same draws, so the same matrices)."""
+    from training.augment import _geometric_matrix
+
+    images = _band_limited(size=32).expand(4, 3, 32, 32).contiguous()
+    for pipeline, antialias in (("g", True), ("b", False)):
+        out = ada_augment(images, 1.0, pipeline, generator=torch.Generator().manual_seed(5))
+        G = _geometric_matrix(
+            4, 32, 32, 1.0, parse_pipeline(pipeline), images, torch.Generator().manual_seed(5)
+        )
+        moved = ~(G == torch.eye(3)).flatten(1).all(dim=1)
+        assert bool(moved.any())
+        expected = torch.where(
+            moved[:, None, None, None], warp_centred(images, G, antialias=antialias), images
+        )
+        torch.testing.assert_close(out, expected, atol=1e-6, rtol=0)
+        other = warp_centred(images, G, antialias=not antialias)
+        assert (out - other)[moved].abs().max() > 1e-3, pipeline
+
+
 def test_ada_tensor_p0_is_exactly_identity_and_untouched_samples_pass_through():
     images = _images()
     zero = torch.zeros([])

@@ -250,6 +250,21 @@ def test_undecodable_shards_stop_the_resampled_reader(tmp_path, workers):
             _take(build_loader(m, cfg, batch=4), 1)
 
 
+def test_read_errors_are_counted_consecutively_not_in_total(tmp_path):
+    """More bad samples in total than ``max_read_errors``, never that many in a row: the reader
+    skips them and reads every good one (a total count would stop it)."""
+    m = _write_shards(tmp_path, num_shards=1, per_shard=3)
+    with wds.TarWriter(str(tmp_path / "train-000000.tar")) as sink:
+        for i in range(8):
+            sink.write({"__key__": f"bad{i}", "png": b"not a png", "cls": b"0"})
+            sink.write({"__key__": f"good{i}", "png": _png(), "cls": str(i % 3).encode()})
+    cfg = DataConfig(num_workers=0, shuffle_buffer=0, max_read_errors=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        batches = list(build_loader(m, cfg, batch=4, mode="epoch"))
+    assert [v for b in batches for v in b[1].tolist()] == [i % 3 for i in range(8)]
+
+
 def _truncate_after_member(path, member_name):
     """Cut a tar right after one member's data block, as a crash or a short copy would."""
     with tarfile.open(path) as tar:
