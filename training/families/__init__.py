@@ -12,6 +12,11 @@ from ..family import Family
 FAMILIES: dict[str, str] = {
     "progan": "training.families.progan:ProGAN",
     "stylegan2": "training.families.stylegan2:StyleGAN2",
+    # the classic families (training/families/classic.py)
+    "dcgan": "training.families.classic:DCGAN",
+    "mlp": "training.families.classic:MLPGAN",
+    "wgan": "training.families.classic:WGAN",
+    "wgan-gp": "training.families.classic:WGANGP",
 }
 
 

@@ -44,6 +44,7 @@ from .coverage import (
     check_labelled,
     classifier_key,
     classifier_kwargs,
+    confident_share,
     coverage_stats,
     load_or_train_classifier,
 )
@@ -69,6 +70,8 @@ RESULTS = (
     "classifier_precision",
     "classifier_recall",
     "classifier_is",
+    "confident",
+    "confident_real",
 )
 
 SampleFn = Callable[[torch.Tensor, "torch.Tensor | None"], torch.Tensor]
@@ -81,7 +84,7 @@ class EvalConfig:
 
     metrics: list[str] = field(default_factory=lambda: ["fid"])
     """Which metrics: fid, kid, pr (precision + recall), is (Inception Score), coverage (class
-    coverage, class_entropy, classifier_fd; labelled data only)."""
+    coverage, class_entropy, classifier_fd, confident, confident_real; labelled data only)."""
     num_images: int = 50_000
     """Generated images per evaluation (50k as in the literature; at least 10)."""
     every_kimg: float = 0.0
@@ -154,7 +157,7 @@ def result_names(cfg: EvalConfig) -> list[str]:
         "kid": [f"{p}kid"],
         "pr": [f"{p}precision", f"{p}recall"],
         "is": [f"{p}is"],
-        "coverage": ["coverage", "class_entropy", "classifier_fd"],
+        "coverage": ["coverage", "class_entropy", "classifier_fd", "confident", "confident_real"],
     }
     return list(dict.fromkeys(n for m in cfg.metrics for n in names[m]))
 
@@ -485,6 +488,9 @@ def _compute(
         classifier = extractors["classifier"]
         predictions = classifier.logits(fake["classifier"]).argmax(dim=1)
         results.update(coverage_stats(predictions, classifier.num_logits))
+        # the share read with >= 0.9 probability, for the generated and for the real images
+        results["confident"] = confident_share(classifier.logits(fake["classifier"]))
+        results["confident_real"] = confident_share(classifier.logits(real["classifier"]))
         if "classifier_fd" not in results:
             results["classifier_fd"] = frechet_distance(real["classifier"], fake["classifier"])
     return results

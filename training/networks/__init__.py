@@ -23,6 +23,11 @@ from .layers import set_precision
 FAMILIES: dict[str, str] = {
     "stylegan2": "training.networks.stylegan2",
     "progan": "training.networks.progan",
+    # the classic families share one module (``arch`` in the kwargs picks MLP or DCGAN)
+    "mlp": "training.networks.classic",
+    "dcgan": "training.networks.classic",
+    "wgan": "training.networks.classic",
+    "wgan-gp": "training.networks.classic",
 }
 
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-Family = Literal["stylegan2", "progan"]
+Family = Literal["stylegan2", "progan", "mlp", "dcgan", "wgan", "wgan-gp"]
 
 
 @dataclass(kw_only=True)
 class ModelConfig:
     family: Family = "stylegan2"
-    """Generator/discriminator family: ``stylegan2`` (Karras et al. 2020) or ``progan`` (2018)."""
+    """Generator/discriminator family: ``stylegan2`` (Karras et al. 2020), ``progan`` (2018), or a
+    classic one (``training/networks/classic.py``): ``mlp``, ``dcgan``, ``wgan``, ``wgan-gp``."""
     z_dim: int = 512
     """Latent (input) dimensionality."""
     w_dim: int = 512
@@ -41,6 +42,13 @@ class ModelConfig:
     d_architecture: Literal["resnet", "orig", "skip"] = "resnet"
     """StyleGAN2 discriminator: resnet (config F), orig (plain conv stack; the CIFAR setup of
     StyleGAN2-ADA) or skip (FromRGB at every resolution)."""
+    # -- classic families (mlp, dcgan, wgan, wgan-gp); dcgan/wgan widths use channel_base/max
+    mlp_hidden: int = 128
+    """MLP GAN: width of each hidden layer of G and D (the tutorial's 128)."""
+    mlp_layers: int = 1
+    """MLP GAN: hidden layers in G and in D (the tutorial's 1)."""
+    d_norm: Literal["auto", "batch", "layer", "none"] = "auto"
+    """Classic conv critic normalisation (auto: batch for dcgan/wgan, layer for wgan-gp)."""
 
     def __post_init__(self) -> None:
         for name in (
@@ -50,6 +58,8 @@ class ModelConfig:
             "channel_base",
             "channel_max",
             "mbstd_channels",
+            "mlp_hidden",
+            "mlp_layers",
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name}: must be a positive integer, got {getattr(self, name)}")

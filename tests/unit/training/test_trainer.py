@@ -39,7 +39,13 @@ def test_short_run_writes_everything(tmp_path, digits_shards):
     assert 0 <= rows[-1]["metrics/coverage"] <= 1  # the final evaluation (digits preset: coverage)
     generator, config = load_export(result.export_dir)
     assert config["family"] == "stylegan2" and config["meta"]["kimg"] == pytest.approx(0.032)
-    assert set(config["meta"]["metrics"]) == {"coverage", "class_entropy", "classifier_fd"}
+    assert set(config["meta"]["metrics"]) == {
+        "coverage",
+        "class_entropy",
+        "classifier_fd",
+        "confident",
+        "confident_real",
+    }
     assert generator(torch.randn(2, generator.z_dim), None, noise_mode="const").shape == (
         2,
         3,
