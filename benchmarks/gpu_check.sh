@@ -12,7 +12,7 @@
 #     --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
 #     --platform manylinux2014_x86_64 -d .whl kornia_rs==0.2.0
 # then run it with the device tool: command `bash benchmarks/gpu_check.sh`, carry [".whl"],
-# timeout_s 480. Full logs land in $OUT (they come back with the reply); the table is printed last.
+# timeout_s 560. Full logs land in $OUT (they come back with the reply); the table is printed last.
 #
 # Dry run on a CPU machine (checks the script itself, tiny configs, no GPU numbers):
 #   GPU_CHECK_DRY=1 OUT=/tmp/gpu-check bash benchmarks/gpu_check.sh
@@ -63,8 +63,8 @@ if [ "$DRY" = 1 ]; then
   CONFIGS_A=cpu16; CONFIGS_B=cpu16; MODES=eager; PREC=no; RUN_LIMIT=900; STEP_LIMIT=1000
   EXTRA="--tick-scale 0.25 --threads 1"
 else
-  CONFIGS_A=cifar32; CONFIGS_B=auto256; MODES=eager,compiled; PREC=bf16; RUN_LIMIT=150
-  STEP_LIMIT=320; EXTRA=""
+  CONFIGS_A=cifar32; CONFIGS_B=auto256; MODES=eager,compiled; PREC=bf16; RUN_LIMIT=170
+  STEP_LIMIT=240; EXTRA=""  # worst case ~20 + 120 + 2 x 240 s
 fi
 WORK=/tmp/gpu-check-work  # runs stay outside $OUT: only 8 files come back from it
 rm -rf "$WORK"

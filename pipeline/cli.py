@@ -47,6 +47,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "pipeline.commands.tracking",
         "send a run's pending MLflow records (tracking sync)",
     ),
+    "translate": (
+        "pipeline.commands.translate",
+        "translate images with a translator (CycleGAN): files/folders -> PNGs",
+    ),
 }
 
 

@@ -16,6 +16,7 @@ import yaml
 from data_prep.config import PrepConfig
 from training.augment import AugmentConfig
 from training.data import DataConfig
+from training.families.cyclegan import CycleGANConfig
 from training.growth import GrowthConfig
 from training.losses import LossConfig
 from training.metrics import EvalConfig
@@ -45,6 +46,8 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    cyclegan: CycleGANConfig = field(default_factory=CycleGANConfig)
+    """Two-domain translation (model.family: cyclegan): domains, loss weights, image pools."""
 
     def __post_init__(self) -> None:
         if not self.name or "/" in self.name:

@@ -188,6 +188,8 @@ class StepContext:
             per-micro-batch state such as a running mean).
         device: the training device.
         c_dim: number of classes the networks are conditioned on (0: unconditional).
+        rank, world_size: this process and the number of processes (for per-rank state such
+            as an image pool; phase results must not otherwise depend on them).
     """
 
     def __init__(
@@ -206,7 +208,10 @@ class StepContext:
         augment: Callable[[torch.Tensor], torch.Tensor],
         report_real_logits: Callable[[torch.Tensor], None],
         class_ids: torch.Tensor | None,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
+        self.rank, self.world_size = rank, world_size
         self.nets, self.eager_nets, self.batch, self.cfg = nets, eager_nets, batch, cfg
         self.step, self.images_seen, self.critic_round = step, images_seen, critic_round
         self.micro_batches, self.device, self.c_dim = micro_batches, device, c_dim
@@ -251,7 +256,7 @@ class ReduceContext:
     """What :meth:`Family.end_step` sees once per step, after all phases (before EMA).
 
     Attributes: ``nets`` (plain modules), ``step`` (steps completed before this one),
-    ``images_seen`` (before this step), ``device``.
+    ``images_seen`` (before this step), ``device``, ``rank``, ``world_size``.
     """
 
     def __init__(
@@ -263,9 +268,10 @@ class ReduceContext:
         device: torch.device,
         all_sum: Callable[[torch.Tensor], torch.Tensor],
         world_size: int,
+        rank: int = 0,
     ) -> None:
         self.nets, self.step, self.images_seen, self.device = nets, step, images_seen, device
-        self._all_sum, self.world_size = all_sum, world_size
+        self._all_sum, self.world_size, self.rank = all_sum, world_size, rank
 
     def all_sum(self, tensor: torch.Tensor) -> torch.Tensor:
         """Sum of ``tensor`` over ranks (a device collective, no host sync); same on all ranks."""

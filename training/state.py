@@ -97,12 +97,18 @@ def save_training(
         for name, updater in updaters.items():
             updater.save_sharded(str(staging / "deepspeed"), name)
         dist.barrier()
+    # ADA statistics pending since the last p update: every rank's share, summed (a collective)
+    pending = dist.sum(ada.pending()) if ada is not None else None
     path = None
     if dist.is_main:
         meta = state.to_json()
         extra = {k: v.reshape(-1) for k, v in family.state_dict().items()}
         if ada is not None:
-            meta["ada"], ada_tensors = _split_ada(ada.state_dict())
+            ada_state = ada.state_dict()
+            if "pending_sum" in ada_state:
+                total, count = pending.tolist()
+                ada_state.update(pending_sum=total, pending_count=count)
+            meta["ada"], ada_tensors = _split_ada(ada_state)
             extra.update(ada_tensors)
         meta.pop("images_seen")
         path = save_checkpoint(
@@ -134,7 +140,13 @@ def load_training(
     state = TrainState.from_json(meta)
     family.load_state_dict({k: v for k, v in extra.items() if not k.startswith("ada.")})
     if ada is not None and meta.get("ada"):
-        ada.load_state_dict(_join_ada(meta["ada"], extra))
+        ada_state = _join_ada(meta["ada"], extra)
+        if dist.rank != 0:
+            # the statistics pending since the last p update are global sums (all ranks'): the
+            # checkpoint holds them once, so only rank 0 takes them back, or a resume on N
+            # processes would count them N times
+            ada_state = {k: (0.0 if k.startswith("pending") else v) for k, v in ada_state.items()}
+        ada.load_state_dict(ada_state)
     note = ""
     sharded_here = any(u.sharded for u in updaters.values())
     sharded_saved = (Path(path) / "deepspeed").is_dir()

@@ -153,6 +153,7 @@ class StepRunner:
                     device=self.dist.device,
                     all_sum=self.dist.sum,
                     world_size=self.dist.world_size,
+                    rank=self.dist.rank,
                 )
             )
         self.streak = torch.where(step_ok, torch.zeros_like(self.streak), self.streak + 1)
@@ -195,6 +196,8 @@ class StepRunner:
                 augment=self.augment,
                 report_real_logits=self.report_real_logits,
                 class_ids=self.class_ids,
+                rank=self.dist.rank,
+                world_size=self.dist.world_size,
             )
             with self.precision():
                 loss, metrics = phase.loss(ctx)

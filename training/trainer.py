@@ -194,7 +194,9 @@ class Trainer:
             module = spec.module.to(self.device).train()
             if set_precision is not None and spec.reduced_precision:
                 set_precision(module, self.tcfg.mixed_precision)
-            self.nets[name] = module.requires_grad_(False)
+            # trained networks keep requires_grad until the updaters are built (DeepSpeed
+            # partitions only parameters that require grad); the phases switch it after that
+            self.nets[name] = module.requires_grad_(spec.optimizer is not None)
         for name, spec in self.specs.items():
             if spec.ema:
                 ema = copy.deepcopy(self.nets[name]).eval().requires_grad_(False)

@@ -37,6 +37,10 @@ def main(args: argparse.Namespace) -> int:
     from training.trainer import train
 
     cfg = config_from_args(args)
+    if cfg.model.family == "cyclegan":  # two domains in, a translator out
+        from .run_translation import main as run_translation
+
+        return run_translation(cfg, args)
     seeds = parse_seeds(args.seeds)
     started = time.time()
     uri = resolve_tracking_uri(cfg.tracking, cfg.work_dir)

@@ -94,6 +94,13 @@ def main(args: argparse.Namespace) -> int:
     )
     if args.max_images < 1 or args.max_batch < 1:
         raise ValueError("--max-images and --max-batch must be >= 1")
+    from deploy.resolve import resolve_export
+    from training.networks.export import export_kind
+
+    if export_kind(resolve_export(args.model, tracking_uri)) == "translator":
+        from .translate import serve_translator  # POST /translate instead of /generate
+
+        return serve_translator(args, config, tracking_uri)
     generator = load_generator(args.model, device=args.device, tracking_uri=tracking_uri)
     server = GeneratorServer(
         generator,

@@ -98,8 +98,16 @@ def _final(run_dir: Path) -> tuple[dict, dict]:
     )
 
 
+DETERMINISTIC = {  # also used by test_deepspeed.py
+    "data.loader": "deterministic",
+    "augment.mode": "fixed",
+    "augment.p": 0.3,
+    "loss.r1_interval": 2,
+    "train.total_kimg": 0.032,
+}
+
 # 100 steps of batch 8 with ADA moving p, lazy R1 and the path-length regulariser
-DETERMINISTIC = {
+ADA_100_STEPS = {
     "data.loader": "deterministic",
     "augment.mode": "ada",
     "augment.ada_kimg": 0.5,
@@ -126,16 +134,16 @@ def _assert_identical(run_a: Path, run_b: Path, images: int) -> tuple[dict, dict
 
 def test_two_processes_match_one_process(tmp_path, digits_shards):
     # same global batch 8: one process runs 2 micro-batches of 4, two processes 1 each
-    run_launch(1, _train_args(tmp_path / "one", digits_shards, **DETERMINISTIC))
-    proc = run_launch(2, _train_args(tmp_path / "two", digits_shards, **DETERMINISTIC))
+    run_launch(1, _train_args(tmp_path / "one", digits_shards, **ADA_100_STEPS))
+    proc = run_launch(2, _train_args(tmp_path / "two", digits_shards, **ADA_100_STEPS))
     assert "2 process(es)" in proc.stdout
     s1, s2 = _assert_identical(tmp_path / "one/runs/digits", tmp_path / "two/runs/digits", 800)
     assert s1["world_size"] == 1 and s2["world_size"] == 2 and s1["step"] == 100
 
 
 def test_sigterm_then_resume_on_two_processes_is_exact(tmp_path, digits_shards):
-    run_launch(1, _train_args(tmp_path / "straight", digits_shards, **DETERMINISTIC))
-    args = _train_args(tmp_path / "cut", digits_shards, **DETERMINISTIC)
+    run_launch(1, _train_args(tmp_path / "straight", digits_shards, **ADA_100_STEPS))
+    args = _train_args(tmp_path / "cut", digits_shards, **ADA_100_STEPS)
     proc = subprocess.Popen(
         [sys.executable, "-m", "pipeline.cli", *args],
         cwd=ROOT,

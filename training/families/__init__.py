@@ -10,6 +10,7 @@ import importlib
 from ..family import Family
 
 FAMILIES: dict[str, str] = {
+    "cyclegan": "training.families.cyclegan:CycleGAN",
     "progan": "training.families.progan:ProGAN",
     "stylegan2": "training.families.stylegan2:StyleGAN2",
 }

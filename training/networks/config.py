@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-Family = Literal["stylegan2", "progan"]
+Family = Literal["stylegan2", "progan", "cyclegan"]
 
 
 @dataclass(kw_only=True)

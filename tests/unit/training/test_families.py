@@ -350,3 +350,38 @@ def test_compiled_training_matches_eager(tmp_path, digits_shards):
         weights.append(_checkpoint_tensors(result.last_checkpoint))
     for key in weights[0]:
         torch.testing.assert_close(weights[1][key], weights[0][key], rtol=1e-4, atol=1e-5, msg=key)
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_reduced_precision_trains_with_float32_regularisers(tmp_path, digits_shards, precision):
+    # the networks cast their high-resolution blocks (set_precision); fp16 adds a loss scale
+    # kept on the device, saved with the updater
+    cfg = _cfg(
+        tmp_path,
+        digits_shards,
+        **{
+            "train.mixed_precision": precision,
+            "loss.r1_interval": 2,
+            "loss.pl_weight": 1.0,
+            "loss.pl_interval": 2,
+        },
+    )
+    result = train(cfg)
+    assert result.status == "finished"
+    weights = _checkpoint_tensors(result.last_checkpoint)
+    assert all(w.dtype == torch.float32 and torch.isfinite(w).all() for w in weights.values())
+    optim = torch.load(result.last_checkpoint / "optim.pt", weights_only=True)
+    scaler = optim["generator"]["scaler"]
+    assert (scaler["scale"] > 1) if precision == "fp16" else (scaler["scale"] == 1.0)
+
+
+def test_reading_a_run_config_does_not_import_the_trainer():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, pipeline.config as c; c.load_config('digits'); "
+        "print(sorted(m for m in ('accelerate', 'training.trainer', 'deepspeed') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
