@@ -408,17 +408,9 @@ class DeepSpeedUpdater(Updater):
         deepspeed = _init_deepspeed(dist)
         self.dist, self.module = dist, module
         config = deepspeed_config(zero_stage=zero_stage, micro_batch=micro_batch, accum=accum)
-        # ZeRO partitions (and hooks) only the parameters that require grad at initialize; the
-        # trainer keeps networks frozen between their phases, so unfreeze for the call
-        frozen = [p for p in module.parameters() if not p.requires_grad]
-        module.requires_grad_(True)
-        try:
-            self.engine, self.optimizer, _, _ = deepspeed.initialize(
-                model=module, optimizer=optimizer, config=config, dist_init_required=False
-            )
-        finally:
-            for p in frozen:
-                p.requires_grad_(False)
+        self.engine, self.optimizer, _, _ = deepspeed.initialize(
+            model=module, optimizer=optimizer, config=config, dist_init_required=False
+        )
         self.accum = accum
         self.scaler = LossScaler(dist.device, enabled=False)
 
