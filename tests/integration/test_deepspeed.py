@@ -24,10 +24,14 @@ def test_zero_two_processes_match_one_process(tmp_path, digits_shards, stage):
         "train.backend": "deepspeed",
         "train.zero_stage": stage,
         "train.mixed_precision": "bf16",
+        # 4 steps of 8 images (1 process: 2 micro-batches of 4; 2 processes: 1 each), a
+        # checkpoint after 2 of them
+        "train.batch_per_device": 4,
+        "train.total_kimg": 0.032,
+        "train.tick_kimg": 0.016,
+        "train.checkpoint_ticks": 1,
     }
-    run_launch(
-        1, _train_args(tmp_path / "one", digits_shards, **ds, **{"train.batch_per_device": 4})
-    )
+    run_launch(1, _train_args(tmp_path / "one", digits_shards, **ds))
     run_launch(2, _train_args(tmp_path / "two", digits_shards, **ds))
     (w1, s1), (w2, s2) = _final(tmp_path / "one/runs/digits"), _final(tmp_path / "two/runs/digits")
     assert (s1["world_size"], s2["world_size"]) == (1, 2)
