@@ -37,9 +37,16 @@ class AdversarialFamily(Family):
     """One G, one D, G_ema; logistic (+R1) or WGAN-GP losses. Subclasses define the G calls."""
 
     ema_name = "g_ema"
+    loss_kinds = ("nonsaturating", "wgan-gp")
 
     def __init__(self, cfg: Any, manifests: Mapping, device: torch.device) -> None:
         super().__init__(cfg, manifests, device)
+        if cfg.loss.kind not in self.loss_kinds:
+            raise ValueError(
+                f"loss.kind: the {cfg.model.family} family trains with "
+                f"{' or '.join(self.loss_kinds)}, got {cfg.loss.kind!r} (bce, hinge, lsgan and "
+                f"wgan are for the classic families: mlp, dcgan, wgan, wgan-gp)"
+            )
         g, d, self.g_kwargs, self.d_kwargs = build_networks(
             cfg.model, self.manifest.resolution, self.manifest.channels, self.c_dim
         )

@@ -136,6 +136,16 @@ def test_generator_adam_correction_whatever_pl_weight(tmp_path, digits_shards, m
     assert [p.name for p in trainer.runner.phases] == ["g_main", "d_main", "d_r1"]
 
 
+@pytest.mark.parametrize("preset", ["digits", "progan-digits"])
+@pytest.mark.parametrize("kind", ["bce", "hinge", "lsgan", "wgan"])
+def test_stylegan2_and_progan_refuse_the_classic_loss_kinds(tmp_path, digits_shards, preset, kind):
+    # their phases know the logistic (+R1) and WGAN-GP losses only: another kind must not
+    # silently train as non-saturating
+    cfg = load_config(preset, tiny_overrides(tmp_path, digits_shards, **{"loss.kind": kind}))
+    with pytest.raises(ValueError, match=f"loss.kind: .*got '{kind}'"):
+        Trainer(cfg)
+
+
 # ---------------------------------------------------------------------------------------------
 # Non-finite policy
 
