@@ -91,11 +91,20 @@ def kernel_distance(
             feature=Passthrough(real.shape[1]), subsets=subsets, subset_size=size, **_NO_SYNC
         ).to(real.device)
     # float64: the cubic kernel of 2048-d features loses digits in float32
-    metric.update(real.double(), real=True)
-    metric.update(fake.double(), real=False)
+    metric.update(_canonical_order(real.double()), real=True)
+    metric.update(_canonical_order(fake.double()), real=False)
     with seeded_cpu_rng(seed):
         mean, _std = metric.compute()
     return float(mean)
+
+
+def _canonical_order(features: torch.Tensor) -> torch.Tensor:
+    """The rows sorted along a fixed random direction. KID draws its random subsets by position,
+    and ranks gather features in rank order (each rank reads its own shards), so without this
+    the same images on another number of processes gave another KID."""
+    generator = torch.Generator().manual_seed(20191203)
+    direction = torch.randn(features.shape[1], generator=generator, dtype=features.dtype)
+    return features[torch.argsort(features @ direction.to(features.device), stable=True)]
 
 
 def inception_score(logits: torch.Tensor, *, splits: int = 10, seed: int = 0) -> float:

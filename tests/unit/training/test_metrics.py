@@ -145,6 +145,17 @@ def test_kid_self_near_zero_different_large_and_matches_numpy():
     assert kernel_distance(a, b, subsets=5, seed=3) == kernel_distance(a, b, subsets=5, seed=3)
 
 
+def test_kid_does_not_depend_on_the_order_of_the_rows():
+    # ranks gather features in rank order: the same images in another order must give the same
+    # KID, although its subsets are drawn at random (by position) with subset_size < N
+    g = torch.Generator().manual_seed(2)
+    a = torch.randn(300, 8, generator=g)
+    b = torch.randn(300, 8, generator=g) + 0.3
+    perm_a, perm_b = torch.randperm(300, generator=g), torch.randperm(300, generator=g)
+    kid = kernel_distance(a, b, subsets=7, subset_size=50, seed=4)
+    assert kernel_distance(a[perm_a], b[perm_b], subsets=7, subset_size=50, seed=4) == kid
+
+
 def test_inception_score_bounds():
     uniform = torch.zeros(100, 10)
     assert inception_score(uniform) == pytest.approx(1.0)
