@@ -18,8 +18,6 @@ Fused modulated convs (batch folded into groups) are turned off in the graph eit
 
 from __future__ import annotations
 
-import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -27,6 +25,9 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+
+from training.networks.export import atomic_write
+from training.networks.samples import quantize
 
 from . import sampling
 from .generator import LoadedGenerator
@@ -70,7 +71,7 @@ class SamplingModule(nn.Module):
             images = g.synthesis(ws, noise_mode=self.noise_mode, fused_modconv=False)
         else:
             images = g(z, c, truncation_psi=self.baked_psi, noise_mode=self.noise_mode)
-        return (images * 127.5 + 128).clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+        return quantize(images).permute(0, 2, 3, 1)
 
 
 class UnconditionalSamplingModule(SamplingModule):
@@ -122,26 +123,20 @@ def export_generator(
         raise ExportFormatError(f"format: {fmt!r} is not one of {', '.join(FORMATS)}")
     module = sampling_module(loaded.generator.cpu().float(), psi=psi, noise_mode=noise_mode)
     example = _example_inputs(loaded, list(range(batch if fmt == "onnx" else 2)), psi)
-    out = Path(out_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+
+    def write(tmp: str) -> None:
         # The tracer warns about every Python bool/int it bakes (shapes, noise_mode); expected here.
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             if fmt == "torchscript":
-                traced = torch.jit.trace(module, example, check_trace=False)
-                traced.save(tmp)
+                torch.jit.trace(module, example, check_trace=False).save(tmp)
             else:
                 _export_onnx(module, example, input_names(loaded), tmp)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    try:
+        return atomic_write(out_path, write)
     finally:
         loaded.generator.to(loaded.device)
-    return out
 
 
 def _export_onnx(

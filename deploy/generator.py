@@ -1,40 +1,56 @@
-"""Load a generator from anywhere it can live, and sample images, grids and interpolations.
+"""Load a generator from anywhere it can live, and sample images and interpolations.
 
 ``load_generator`` accepts a local export folder (``generator.json`` + ``weights.safetensors``),
 a downloaded MLflow model folder, ``models:/NAME@ALIAS`` / ``models:/NAME/VERSION``,
-``runs:/RUN_ID/generator`` or a bare run id. Whatever the source, the generator is rebuilt from
-the export's JSON config and safetensors weights (``training.networks.export.load_export``); no
-pickle is ever read. Sampling goes through ``deploy.sampling`` so a seed means the same image on
-every path.
+``runs:/RUN_ID/generator`` or a bare run id (resolved by ``deploy.resolve``). Whatever the
+source, the generator is rebuilt by ganforge's own code from the export's JSON config and
+safetensors weights (``training.networks.export.load_export``): no pickle is read and no code
+stored with the model runs, so this is the path for stores you do not trust. Sampling goes
+through ``deploy.sampling`` so a seed means the same image on every path. Writing files:
+``deploy.media`` (its functions are importable from here too).
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
-import os
-import re
-import shutil
-import subprocess
-import tempfile
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from training.networks.export import CONFIG_NAME, ExportError, atomic_write, load_export
+from training.networks.export import load_export
+from training.networks.samples import make_grid
 
 from . import sampling
+from .media import ffmpeg_binary, save_animation, save_grid, save_images
+from .resolve import (
+    EXPORT_ARTIFACT_KEY,
+    MODEL_ARTIFACT_NAME,
+    find_export_dir,
+    mlflow_uri,
+    model_uri_of,
+    resolve_export,
+)
 
-MODEL_ARTIFACT_NAME = "generator"
-"""Name the pyfunc is logged under inside a run (``runs:/RUN_ID/generator``)."""
-EXPORT_ARTIFACT_KEY = "export"
-"""Key of the export folder in the pyfunc's artifacts (``<model>/artifacts/export``)."""
-_RUN_ID = re.compile(r"[0-9a-f]{32}")
-_URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]+:/")  # models:/, runs:/, s3://, ... (not C:\\)
+__all__ = [
+    "EXPORT_ARTIFACT_KEY",
+    "MODEL_ARTIFACT_NAME",
+    "LoadedGenerator",
+    "ffmpeg_binary",
+    "find_export_dir",
+    "load_generator",
+    "make_grid",
+    "mlflow_uri",
+    "model_uri_of",
+    "resolve_export",
+    "save_animation",
+    "save_grid",
+    "save_images",
+    "slerp",
+]
 
 
 class LoadedGenerator:
@@ -66,7 +82,7 @@ class LoadedGenerator:
         psi: float = 1.0,
         labels: Sequence[int | str] | int | str | None = None,
         noise_mode: str = "const",
-        batch_size: int = 32,
+        batch_size: int = sampling.BATCH,
     ) -> np.ndarray:
         """seeds (``"0-7"``, an int or a list) -> uint8 images [N, H, W, C]."""
         z = sampling.seeds_to_latents(sampling.parse_seeds(seeds), self.z_dim)
@@ -80,7 +96,7 @@ class LoadedGenerator:
         psi: float = 1.0,
         labels: Sequence[int | str] | int | str | None = None,
         noise_mode: str = "const",
-        batch_size: int = 32,
+        batch_size: int = sampling.BATCH,
     ) -> np.ndarray:
         """z: [N, z_dim] -> uint8 images [N, H, W, C]."""
         z = np.asarray(z, dtype=np.float32)
@@ -131,107 +147,6 @@ def slerp(a: np.ndarray, b: np.ndarray, t: float) -> np.ndarray:
     )
 
 
-# -- resolving a model reference to an export folder ------------------------------------------
-@contextlib.contextmanager
-def mlflow_uri(tracking_uri: str | None) -> Iterator[None]:
-    """Point MLflow (tracking + registry) at ``tracking_uri`` for the block, then restore.
-
-    Restores what was *set* (module globals and env vars), not the resolved values, so a caller
-    who never set a URI keeps MLflow's defaults (the registry follows the tracking URI).
-    """
-    import mlflow
-    from mlflow.tracking import _tracking_service
-    from mlflow.tracking._model_registry import utils as registry_utils
-
-    if tracking_uri is None:
-        yield
-        return
-    saved_env = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
-    saved_tracking = getattr(_tracking_service.utils, "_tracking_uri", None)
-    saved_registry = getattr(registry_utils, "_registry_uri", None)
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_registry_uri(tracking_uri)
-    try:
-        yield
-    finally:
-        _tracking_service.utils._tracking_uri = saved_tracking
-        registry_utils._registry_uri = saved_registry
-        for key, value in saved_env.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
-def find_export_dir(folder: str | Path) -> Path | None:
-    """The export folder inside an export / MLflow model folder, or None."""
-    folder = Path(folder)
-    for candidate in (folder, folder / "artifacts" / EXPORT_ARTIFACT_KEY):
-        if (candidate / CONFIG_NAME).is_file():
-            return candidate
-    return None
-
-
-def model_uri_of(reference: str) -> str:
-    """A bare run id becomes ``runs:/RUN_ID/generator``; MLflow URIs pass through."""
-    if _RUN_ID.fullmatch(reference):
-        return f"runs:/{reference}/{MODEL_ARTIFACT_NAME}"
-    return reference
-
-
-def resolve_export(
-    reference: str | Path, tracking_uri: str | None = None, dst_dir: str | Path | None = None
-) -> Path:
-    """A local export/model folder, ``models:/...``, ``runs:/...`` or a run id -> local export folder."""
-    ref = str(reference)
-    if not _URI.match(ref) or Path(ref).exists():
-        path = Path(ref)
-        if not path.exists():
-            if _RUN_ID.fullmatch(ref):
-                return _download(model_uri_of(ref), tracking_uri, dst_dir)
-            raise FileNotFoundError(
-                f"{ref}: no such folder; give an export folder (with {CONFIG_NAME}), "
-                f"an MLflow model folder, models:/NAME@ALIAS, runs:/RUN_ID/generator or a run id"
-            )
-        found = find_export_dir(path)
-        if found is None:
-            raise ExportError(
-                f"{ref}: neither a ganforge export folder ({CONFIG_NAME} + weights.safetensors) "
-                f"nor an MLflow model folder logged by `ganforge register`"
-            )
-        return found
-    return _download(ref, tracking_uri, dst_dir)
-
-
-def _download(uri: str, tracking_uri: str | None, dst_dir: str | Path | None) -> Path:
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    dst = Path(dst_dir) if dst_dir is not None else Path(tempfile.mkdtemp(prefix="ganforge-model-"))
-    try:
-        with mlflow_uri(tracking_uri):
-            local = mlflow.artifacts.download_artifacts(
-                artifact_uri=uri,
-                dst_path=str(dst),
-                tracking_uri=mlflow.get_tracking_uri(),
-                registry_uri=mlflow.get_registry_uri(),
-            )
-    except MlflowException as exc:
-        where = tracking_uri or mlflow.get_tracking_uri()
-        raise FileNotFoundError(
-            f"{uri}: cannot be loaded from the MLflow store at {where} "
-            f"({str(exc).splitlines()[0]}); check the name/alias/version with "
-            f"`mlflow models` or the UI, and --tracking-uri"
-        ) from None
-    found = find_export_dir(local)
-    if found is None:
-        raise ExportError(
-            f"{uri}: the MLflow model has no ganforge export under artifacts/{EXPORT_ARTIFACT_KEY}; "
-            f"was it logged by `ganforge register`?"
-        )
-    return found
-
-
 def load_generator(
     uri_or_path: str | Path, device: str | torch.device = "cpu", tracking_uri: str | None = None
 ) -> LoadedGenerator:
@@ -239,128 +154,3 @@ def load_generator(
     export_dir = resolve_export(uri_or_path, tracking_uri)
     generator, config = load_export(export_dir, device=device)
     return LoadedGenerator(generator, config, source=str(uri_or_path))
-
-
-# -- writing images ---------------------------------------------------------------------------
-def make_grid(images: np.ndarray, cols: int | None = None, pad: int = 0) -> np.ndarray:
-    """uint8 [N, H, W, C] -> one uint8 image [rows*H, cols*W, C] (row-major; blanks are black)."""
-    images = np.asarray(images)
-    if images.ndim != 4:
-        raise ValueError(f"images: expected [N, H, W, C], got shape {list(images.shape)}")
-    n, h, w, c = images.shape
-    cols = cols or max(1, math.ceil(math.sqrt(n)))
-    rows = math.ceil(n / cols)
-    grid = np.zeros([rows * (h + pad) - pad, cols * (w + pad) - pad, c], dtype=np.uint8)
-    for i, img in enumerate(images):
-        r, k = divmod(i, cols)
-        grid[r * (h + pad) : r * (h + pad) + h, k * (w + pad) : k * (w + pad) + w] = img
-    return grid
-
-
-def _pil(image: np.ndarray):
-    from PIL import Image
-
-    return Image.fromarray(image[:, :, 0] if image.shape[2] == 1 else image)
-
-
-def _atomic_save(path: Path, save: Any) -> Path:
-    return atomic_write(path, save, suffix=path.suffix)
-
-
-def save_grid(images: np.ndarray, path: str | Path, cols: int | None = None) -> Path:
-    """Write uint8 [N, H, W, C] as one grid image (PNG unless the suffix says otherwise), atomically."""
-    grid = make_grid(images, cols)
-    return _atomic_save(Path(path), lambda tmp: _pil(grid).save(tmp, format=_format(path)))
-
-
-def save_images(images: np.ndarray, folder: str | Path, names: Sequence[str]) -> list[Path]:
-    """One PNG per image: ``folder/<name>.png``."""
-    folder = Path(folder)
-    return [
-        _atomic_save(folder / f"{name}.png", lambda tmp, im=img: _pil(im).save(tmp, format="PNG"))
-        for img, name in zip(images, names)
-    ]
-
-
-def save_animation(frames: np.ndarray, path: str | Path, fps: int = 24) -> Path:
-    """uint8 [F, H, W, C] -> an animated GIF, or an H.264 MP4 when an ffmpeg binary is available."""
-    path = Path(path)
-    if path.suffix.lower() == ".mp4":
-        return _atomic_save(path, lambda tmp: _write_mp4(frames, tmp, fps))
-    if path.suffix.lower() != ".gif":
-        raise ValueError(
-            f"{path}: an interpolation is written as .gif (or .mp4); change the suffix"
-        )
-    pil = [_pil(f) for f in frames]
-    return _atomic_save(
-        path,
-        lambda tmp: pil[0].save(
-            tmp,
-            format="GIF",
-            save_all=True,
-            append_images=pil[1:],
-            duration=max(1, round(1000 / fps)),
-            loop=0,
-        ),
-    )
-
-
-def ffmpeg_binary() -> str | None:
-    """``ffmpeg`` on PATH, else the one bundled with the optional ``imageio-ffmpeg`` package."""
-    found = shutil.which("ffmpeg")
-    if found:
-        return found
-    try:
-        import imageio_ffmpeg
-    except ImportError:
-        return None
-    return imageio_ffmpeg.get_ffmpeg_exe()
-
-
-def _write_mp4(frames: np.ndarray, path: str, fps: int) -> None:
-    exe = ffmpeg_binary()
-    if exe is None:
-        raise ValueError(
-            f"{path}: writing MP4 needs ffmpeg (on PATH, or `pip install imageio-ffmpeg`); "
-            f"or write a .gif"
-        )
-    frames = np.asarray(frames)
-    if frames.shape[3] == 1:
-        frames = np.repeat(frames, 3, axis=3)
-    n, h, w, _ = frames.shape
-    # H.264 with yuv420p (what every player accepts) needs even sides: pad by one pixel if odd.
-    cmd = [
-        exe,
-        "-y",
-        "-loglevel",
-        "error",
-        "-f",
-        "rawvideo",
-        "-pix_fmt",
-        "rgb24",
-        "-s",
-        f"{w}x{h}",
-        "-r",
-        str(fps),
-        "-i",
-        "-",
-        "-vf",
-        "pad=ceil(iw/2)*2:ceil(ih/2)*2",
-        "-c:v",
-        "libx264",
-        "-pix_fmt",
-        "yuv420p",
-        "-f",
-        "mp4",
-        path,
-    ]
-    result = subprocess.run(cmd, input=np.ascontiguousarray(frames).tobytes(), capture_output=True)
-    if result.returncode != 0:
-        raise ValueError(
-            f"{path}: ffmpeg failed: {result.stderr.decode(errors='replace').strip()[-500:]}"
-        )
-
-
-def _format(path: str | Path) -> str:
-    suffix = Path(path).suffix.lower()
-    return {".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}.get(suffix, "PNG")

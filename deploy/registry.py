@@ -9,6 +9,12 @@ The model needs no ganforge on the client: the network code (``training/networks
 ``deploy/sampling.py`` are copied into a vendored package ``ganforge_pyfunc_<hash>`` shipped
 through ``code_paths``; the hash of the code names it, so two models built from different code
 can live in one process. Weights stay safetensors + JSON; no pickle is written or read.
+
+Loading the model with MLflow (``mlflow.pyfunc.load_model``, ``mlflow models serve``) executes
+that stored Python (``pyfunc_model.py`` and the vendored package): whoever can write to the
+artifact store can run code there. The version tag ``code_sha256`` (``code_digest``) records
+what was registered and ``verify_model_code`` checks it; ``deploy.generator.load_generator``
+and ``ganforge generate/serve`` read only the JSON + safetensors and execute nothing stored.
 """
 
 from __future__ import annotations
@@ -27,15 +33,20 @@ from typing import Any
 import numpy as np
 
 import training.networks as networks_package
-from training.networks.export import CONFIG_NAME, WEIGHTS_NAME, ExportError, read_export_config
+from training.networks.export import (
+    CONFIG_NAME,
+    WEIGHTS_NAME,
+    ExportError,
+    lower_is_better,
+    read_export_config,
+)
 
 from . import sampling as sampling_module
-from .generator import EXPORT_ARTIFACT_KEY, MODEL_ARTIFACT_NAME, mlflow_uri
+from .resolve import EXPORT_ARTIFACT_KEY, MODEL_ARTIFACT_NAME, mlflow_uri
 
 PYFUNC_MODEL_FILE = Path(__file__).with_name("pyfunc_model.py")
 DEFAULT_EXPERIMENT = "ganforge"
 PIP_REQUIREMENTS = ["torch", "safetensors", "numpy"]
-LOWER_IS_BETTER = ("fid", "kid", "distance", "_fd")  # as training.metrics.higher_is_better
 METRIC_TAG_PREFIX = "metric."
 
 
@@ -84,6 +95,53 @@ def vendor_code(dst: str | Path) -> Path:
     return root
 
 
+def code_digest(model_dir: str | Path) -> str:
+    """sha256 of the Python a pyfunc model executes when MLflow loads it: the model file
+    (``pyfunc_model.py``) and the vendored package under ``code/``. Registration records it as
+    the version tag ``code_sha256``; ``verify_model_code`` recomputes it from the store."""
+    root = Path(model_dir)
+    files = sorted([*root.glob("*.py"), *root.glob("code/**/*.py")])
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(f"{path.relative_to(root).as_posix()}\0".encode())
+        digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def verify_model_code(model_uri: str, tracking_uri: str | None = None) -> str:
+    """Download ``models:/NAME/VERSION`` (or ``@ALIAS``) afresh and check that the Python it
+    would execute still hashes to the version's ``code_sha256`` tag; -> the digest.
+    RegistryError when it differs (the stored code was changed after registration)."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    m = re.fullmatch(r"models:/([^/@]+)(?:@([^/]+)|/(\d+))", model_uri)
+    if m is None:
+        raise RegistryError(f"{model_uri}: expected models:/NAME/VERSION or models:/NAME@ALIAS")
+    name, alias, version = m.groups()
+    with mlflow_uri(tracking_uri), tempfile.TemporaryDirectory(prefix="ganforge-verify-") as tmp:
+        uri = mlflow.get_tracking_uri()
+        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        mv = client.get_model_version_by_alias(name, alias) if alias else None
+        mv = mv or client.get_model_version(name, version)
+        expected = (mv.tags or {}).get("code_sha256")
+        if not expected:
+            raise RegistryError(f"{model_uri}: version {mv.version} has no code_sha256 tag")
+        local = mlflow.artifacts.download_artifacts(
+            artifact_uri=f"models:/{name}/{mv.version}",
+            dst_path=tmp,
+            tracking_uri=uri,
+            registry_uri=uri,
+        )
+        actual = code_digest(local)
+    if actual != expected:
+        raise RegistryError(
+            f"{model_uri}: the model's Python code changed since registration (code_sha256 "
+            f"{actual[:12]}... != tag {expected[:12]}...); do not load it as a pyfunc"
+        )
+    return actual
+
+
 def signature_for(config: dict[str, Any]):
     """Inputs: seed | latent, optional label; params psi, noise_mode; output uint8 [N, H, W, C]."""
     from mlflow.models import ModelSignature
@@ -122,10 +180,6 @@ def version_tags(config: dict[str, Any], extra: dict[str, Any] | None = None) ->
         tags[f"{METRIC_TAG_PREFIX}{name}"] = value
     tags.update(extra or {})
     return {k: str(v)[:5000] for k, v in tags.items()}
-
-
-def lower_is_better(metric: str) -> bool:
-    return any(word in metric.lower() for word in LOWER_IS_BETTER)
 
 
 def _metric_of(tags: dict[str, str], metric: str) -> float | None:
@@ -199,7 +253,9 @@ def register_export(
     with mlflow_uri(tracking_uri), tempfile.TemporaryDirectory(prefix="ganforge-pyfunc-") as tmp:
         uri = mlflow.get_tracking_uri()
         client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-        code_dir = vendor_code(Path(tmp) / "code")
+        code_dir = vendor_code(Path(tmp) / "model" / "code")
+        shutil.copy2(PYFUNC_MODEL_FILE, Path(tmp) / "model" / PYFUNC_MODEL_FILE.name)
+        new_tags["code_sha256"] = code_digest(Path(tmp) / "model")  # what loading will execute
         # Staged under the name "export" so the model holds it at artifacts/export whatever the
         # source folder is called (deploy.generator.find_export_dir looks there).
         staged = Path(tmp) / EXPORT_ARTIFACT_KEY

@@ -1,48 +1,82 @@
-"""A small HTTP server for a generator: ``POST /generate``, ``GET /health``, ``GET /info``.
+"""Serve a generator over HTTP: ``POST /generate``, ``GET /info`` (+ the service routes).
 
-Standard library only (``http.server``): one thread per connection parses and validates the
-request and turns seeds into latents; a single worker thread owns the generator and batches
-concurrent requests that share (psi, noise_mode) into one forward pass of up to ``max_batch``
-images, so N clients cost about one batch, not N. Per-image results do not depend on the batch
-they ran in (each image's conv uses its own styles), so a seed gives the same image here as
-through ``LoadedGenerator.generate``.
+Runs in ``deploy.service`` (FastAPI on uvicorn: limits, /health, /ready, /metrics, /docs, drain
+on SIGTERM). Requests are validated by the pydantic model ``GenerateRequest``; their seeds become
+latents, and a single worker thread that owns the generator merges queued requests that share
+(psi, noise_mode) into one pass of up to ``max_batch`` images, so N clients cost about one
+batch, not N. Batching never changes a pixel: ``deploy.sampling.synthesize`` runs every chunk
+at the same fixed size, so a seed gives the same image here, alone or with others, as through
+``LoadedGenerator.generate`` and ``ganforge generate``.
 
-Request (JSON): ``{"seeds": [0, 1] | "0-7", "psi": 0.7, "labels": [3] | ["cat"],
+Request (JSON): ``{"seeds": [0, 1] | 3 | "0-7", "psi": 0.7, "labels": [3] | ["cat"] | 3,
 "noise_mode": "const", "format": "png" | "base64"}``. ``png`` answers ``image/png`` (one image,
-or a grid of all of them); ``base64`` answers JSON ``{"seeds", "images": [base64 PNG, ...]}``.
-Every malformed request gets a 4xx with ``{"error": "<what is wrong and what is valid>"}``.
+or a grid of all of them); ``base64`` answers JSON ``{"seeds", "height", "width", "channels",
+"images": [base64 PNG, ...]}``. Every malformed request gets a 4xx with ``{"error": ...}``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import json
 import queue
-import sys
 import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
+from fastapi import APIRouter, Depends, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from training.networks.samples import make_grid
 
 from . import sampling
-from .generator import LoadedGenerator, make_grid
+from .generator import LoadedGenerator
+from .metrics import Metrics
+from .service import (
+    Overloaded,
+    RequestError,
+    ServeConfig,
+    Service,
+    admitted,
+    create_app,
+    require_json,
+    run_blocking,
+)
 
-REQUEST_KEYS = ("seeds", "psi", "labels", "noise_mode", "format")
-FORMATS = ("png", "base64")
-MAX_BODY_BYTES = 64 * 1024
+MAX_LIST = 4096  # longest seeds/labels list the request model accepts (max_images is lower)
+
+Seed = Annotated[int, Field(ge=0, le=sampling.MAX_SEED)]
+Label = Annotated[int, Field(ge=0, le=2**31)] | Annotated[str, Field(max_length=200)]
 
 
-class RequestError(ValueError):
-    """A bad request: answered with ``status`` and the message."""
+class GenerateRequest(BaseModel):
+    """POST /generate: which images, and how."""
 
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.status = status
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        json_schema_extra={"examples": [{"seeds": "0-3", "psi": 0.7, "format": "base64"}]},
+    )
+
+    seeds: (
+        Annotated[list[Seed], Field(max_length=MAX_LIST)]
+        | Seed
+        | Annotated[str, Field(max_length=1000, pattern=r"^[0-9,\- ]+$")]
+    ) = Field(description='a list of seeds, one seed, or ranges like "0-7" or "1,5,9"')
+    psi: float = Field(
+        1.0, ge=-2.0, le=2.0, allow_inf_nan=False, description="truncation (1: none)"
+    )
+    labels: Annotated[list[Label], Field(max_length=MAX_LIST)] | Label | None = Field(
+        None, description="class ids or names: one for all images, or one per seed"
+    )
+    noise_mode: Literal["const", "random", "none"] = "const"
+    format: Literal["png", "base64"] = Field(
+        "png", description="png: one image or a grid; base64: JSON with one PNG per seed"
+    )
 
 
 @dataclass
@@ -58,26 +92,42 @@ class BatchingWorker:
     """Runs the generator on one thread, merging queued jobs with the same (psi, noise_mode)."""
 
     def __init__(
-        self, generator: LoadedGenerator, max_batch: int = 32, window_s: float = 0.005
+        self,
+        generator: LoadedGenerator,
+        max_batch: int = 32,
+        window_s: float = 0.005,
+        max_jobs: int = 1024,
+        metrics: Metrics | None = None,
     ) -> None:
         self.generator = generator
         self.max_batch = max_batch
         self.window_s = window_s
-        self.batches_run = 0  # for tests and /info: how many forward passes served the requests
-        self._queue: queue.Queue[_Job | None] = queue.Queue()
+        self.metrics = metrics
+        self.batches_run = 0  # for tests and /info: how many passes served the requests
+        self._queue: queue.Queue[_Job | None] = queue.Queue(maxsize=max_jobs)
         self._thread = threading.Thread(target=self._work, name="generator-worker", daemon=True)
         self._thread.start()
+
+    def submit_async(
+        self, z: np.ndarray, c: np.ndarray | None, psi: float, noise_mode: str
+    ) -> Future:
+        """Queue a job -> a Future of uint8 [N, H, W, C]; Overloaded when the queue is full."""
+        job = _Job(z, c, psi, noise_mode)
+        try:
+            self._queue.put_nowait(job)
+        except queue.Full:
+            raise Overloaded("server busy: the generator queue is full") from None
+        return job.future
 
     def submit(
         self, z: np.ndarray, c: np.ndarray | None, psi: float, noise_mode: str
     ) -> np.ndarray:
-        job = _Job(z, c, psi, noise_mode)
-        self._queue.put(job)
-        return job.future.result()
+        return self.submit_async(z, c, psi, noise_mode).result()
 
     def close(self) -> None:
+        """Finish the queued jobs, then stop the thread."""
         self._queue.put(None)
-        self._thread.join(timeout=10)
+        self._thread.join(timeout=60)
 
     def _work(self) -> None:
         pending: list[_Job] = []
@@ -119,14 +169,11 @@ class BatchingWorker:
             z = np.concatenate([j.z for j in batch])
             c = None if batch[0].c is None else np.concatenate([j.c for j in batch])
             images = sampling.synthesize(
-                self.generator.generator,
-                z,
-                c,
-                psi=batch[0].psi,
-                noise_mode=batch[0].noise_mode,
-                batch_size=max(len(z), 1),
+                self.generator.generator, z, c, psi=batch[0].psi, noise_mode=batch[0].noise_mode
             )
             self.batches_run += 1
+            if self.metrics is not None:
+                self.metrics.batch(len(z))
         except Exception as exc:  # noqa: BLE001 - every waiting request must get an answer
             for job in batch:
                 job.future.set_exception(exc)
@@ -137,67 +184,23 @@ class BatchingWorker:
             start += len(job.z)
 
 
-def parse_request(body: Any, generator: LoadedGenerator, max_images: int) -> dict[str, Any]:
-    """Validate a decoded JSON body -> {seeds, z, c, psi, noise_mode, format}; RequestError if bad."""
-    if not isinstance(body, dict):
-        raise RequestError(f"body: expected a JSON object with keys {', '.join(REQUEST_KEYS)}")
-    unknown = sorted(set(body) - set(REQUEST_KEYS))
-    if unknown:
-        raise RequestError(f"unknown keys {', '.join(unknown)}; valid: {', '.join(REQUEST_KEYS)}")
-    if "seeds" not in body:
-        raise RequestError('seeds: required, e.g. [0, 1, 2] or "0-7"')
-    seeds = body["seeds"]
-    if isinstance(seeds, bool) or not isinstance(seeds, (int, str, list)):
+def prepare(
+    request: GenerateRequest, generator: LoadedGenerator, max_images: int
+) -> tuple[list[int], np.ndarray, np.ndarray | None]:
+    """A validated request -> (seeds, z, c); RequestError (400/413) when it cannot be served."""
+    count = sampling.count_seeds(request.seeds)
+    if count > max_images:
         raise RequestError(
-            'seeds: expected a list of integers, an integer or a range string like "0-7"'
-        )
-    if isinstance(seeds, str):
-        # Check the size of a range before expanding it ("0-4000000000" must not allocate).
-        try:
-            count = sum(
-                int(b) - int(a) + 1 if "-" in p else 1
-                for p in seeds.split(",")
-                if p.strip()
-                for a, _, b in [p.partition("-")]
-            )
-        except ValueError:
-            count = 0  # parse_seeds gives the precise message
-        if count > max_images:
-            raise RequestError(
-                f"seeds: {count} images requested; at most {max_images} per request", 413
-            )
-    elif isinstance(seeds, list) and len(seeds) > max_images:
-        raise RequestError(
-            f"seeds: {len(seeds)} images requested; at most {max_images} per request", 413
+            f"seeds: {count} images requested; at most {max_images} per request", 413
         )
     try:
-        seeds = sampling.parse_seeds(seeds)
-        if len(seeds) > max_images:
-            raise RequestError(
-                f"seeds: {len(seeds)} images requested; at most {max_images} per request", 413
-            )
-        psi = sampling.check_psi(body.get("psi", 1.0))
-        noise_mode = body.get("noise_mode", "const")
-        if not isinstance(noise_mode, str):
-            raise RequestError(f"noise_mode: expected one of {', '.join(sampling.NOISE_MODES)}")
-        sampling.check_noise_mode(noise_mode)
-        labels = body.get("labels")
-        if labels is not None and not isinstance(labels, (list, int, str)):
-            raise RequestError(
-                "labels: expected a list of class ids/names, or one id/name for all images"
-            )
-        if isinstance(labels, list) and any(
-            isinstance(x, (bool, float, list, dict)) or x is None for x in labels
-        ):
-            raise RequestError("labels: each label must be an integer class id or a class name")
-        c = sampling.labels_to_onehot(labels, len(seeds), generator.c_dim, generator.class_names)
+        seeds = sampling.parse_seeds(request.seeds, limit=max_images)
+        c = sampling.labels_to_onehot(
+            request.labels, len(seeds), generator.c_dim, generator.class_names
+        )
     except sampling.SamplingError as exc:
         raise RequestError(str(exc)) from None
-    fmt = body.get("format", "png")
-    if fmt not in FORMATS:
-        raise RequestError(f"format: {fmt!r} is not one of {', '.join(FORMATS)}")
-    z = sampling.seeds_to_latents(seeds, generator.z_dim)
-    return {"seeds": seeds, "z": z, "c": c, "psi": psi, "noise_mode": noise_mode, "format": fmt}
+    return seeds, sampling.seeds_to_latents(seeds, generator.z_dim), c
 
 
 def png_bytes(image: np.ndarray) -> bytes:
@@ -208,8 +211,48 @@ def png_bytes(image: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-class GeneratorServer:
-    """``ThreadingHTTPServer`` + ``BatchingWorker`` around a LoadedGenerator."""
+def _encode(images: np.ndarray, seeds: list[int], fmt: str) -> Response:
+    if fmt == "png":
+        body = png_bytes(images[0] if len(images) == 1 else make_grid(images))
+        return Response(body, media_type="image/png")
+    answer = {
+        "seeds": seeds,
+        "height": int(images.shape[1]),
+        "width": int(images.shape[2]),
+        "channels": int(images.shape[3]),
+        "images": [base64.b64encode(png_bytes(img)).decode() for img in images],
+    }
+    return Response(json.dumps(answer), media_type="application/json")
+
+
+def generator_router(
+    generator: LoadedGenerator, worker: BatchingWorker, max_images: int, info: dict[str, Any]
+) -> APIRouter:
+    """``POST /generate`` and ``GET /info`` for one loaded generator."""
+    router = APIRouter(tags=["generator"])
+
+    @router.post(
+        "/generate",
+        dependencies=[Depends(require_json), Depends(admitted)],
+        responses={200: {"content": {"image/png": {}, "application/json": {}}}},
+        response_class=Response,
+        summary="Images for seeds (PNG, or JSON with base64 PNGs)",
+    )
+    async def generate(request: GenerateRequest) -> Response:
+        seeds, z, c = await run_blocking(prepare, request, generator, max_images)
+        future = worker.submit_async(z, c, request.psi, request.noise_mode)
+        images = await asyncio.wrap_future(future)
+        return await run_blocking(_encode, images, seeds, request.format)
+
+    @router.get("/info", summary="The model: family, resolution, classes, limits")
+    async def info_route() -> dict[str, Any]:
+        return {**info, "batches_run": worker.batches_run}
+
+    return router
+
+
+class GeneratorServer(Service):
+    """``Service`` serving one LoadedGenerator (``ganforge serve``; ``start()`` in tests)."""
 
     def __init__(
         self,
@@ -219,27 +262,19 @@ class GeneratorServer:
         max_images: int = 64,
         max_batch: int = 32,
         model_uri: str | None = None,
+        config: ServeConfig | None = None,
+        routers: tuple[APIRouter, ...] = (),
     ) -> None:
+        if max_images < 1 or max_batch < 1:
+            raise ValueError(
+                f"max_images and max_batch must be >= 1, got {max_images} and {max_batch}"
+            )
+        config = config or ServeConfig(host=host, port=port)
         self.generator = generator
         self.max_images = max_images
         self.model_uri = model_uri or generator.source
-        self.worker = BatchingWorker(generator, max_batch=max_batch)
-        handler = type("Handler", (_Handler,), {"app": self})
-        self.httpd = ThreadingHTTPServer((host, port), handler)
-        self.httpd.daemon_threads = True
-
-    @property
-    def address(self) -> tuple[str, int]:
-        return self.httpd.server_address[:2]
-
-    @property
-    def url(self) -> str:
-        host, port = self.address
-        return f"http://{host}:{port}"
-
-    def info(self) -> dict[str, Any]:
-        g = self.generator
-        return {
+        g = generator
+        info = {
             "model": self.model_uri,
             "family": g.config["family"],
             "resolution": g.resolution,
@@ -247,100 +282,22 @@ class GeneratorServer:
             "z_dim": g.z_dim,
             "c_dim": g.c_dim,
             "class_names": g.class_names,
-            "max_images": self.max_images,
-            "batches_run": self.worker.batches_run,
+            "max_images": max_images,
+            "max_batch": max_batch,
         }
-
-    def serve_forever(self) -> None:
-        try:
-            self.httpd.serve_forever()
-        finally:
-            self.close()
-
-    def start(self) -> GeneratorServer:
-        """Serve on a background thread (tests, notebooks); ``close()`` stops it."""
-        threading.Thread(target=self.httpd.serve_forever, name="http", daemon=True).start()
-        return self
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.worker.close()
-
-
-class _Handler(BaseHTTPRequestHandler):
-    app: GeneratorServer
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, fmt: str, *args: Any) -> None:  # one line per request on stderr
-        sys.stderr.write(f"{self.address_string()} {fmt % args}\n")
-
-    def _send(self, status: int, body: bytes, content_type: str) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def _json(self, status: int, obj: Any) -> None:
-        self._send(status, json.dumps(obj).encode(), "application/json")
-
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-        if self.path in ("/health", "/ping"):
-            self._json(200, {"status": "ok"})
-        elif self.path == "/info":
-            self._json(200, self.app.info())
-        else:
-            self._json(
-                404,
-                {"error": f"no route {self.path}; use POST /generate, GET /health or GET /info"},
-            )
-
-    def do_POST(self) -> None:  # noqa: N802
-        if self.path != "/generate":
-            self._json(404, {"error": f"no route {self.path}; use POST /generate"})
-            return
-        try:
-            request = self._read_request()
-            images = self.app.worker.submit(
-                request["z"], request["c"], request["psi"], request["noise_mode"]
-            )
-        except RequestError as exc:
-            self._json(exc.status, {"error": str(exc)})
-            return
-        except Exception as exc:  # noqa: BLE001 - a server error must still answer
-            self._json(500, {"error": f"generation failed: {type(exc).__name__}: {exc}"})
-            return
-        if request["format"] == "png":
-            self._send(
-                200, png_bytes(images[0] if len(images) == 1 else make_grid(images)), "image/png"
-            )
-        else:
-            self._json(
-                200,
-                {
-                    "seeds": request["seeds"],
-                    "height": int(images.shape[1]),
-                    "width": int(images.shape[2]),
-                    "channels": int(images.shape[3]),
-                    "images": [base64.b64encode(png_bytes(img)).decode() for img in images],
-                },
-            )
-
-    def _read_request(self) -> dict[str, Any]:
-        length = self.headers.get("Content-Length")
-        if length is None or not length.isdigit():
-            raise RequestError("Content-Length: required (send a JSON body)", 411)
-        if int(length) > MAX_BODY_BYTES:
-            raise RequestError(f"body: {length} bytes; at most {MAX_BODY_BYTES}", 413)
-        raw = self.rfile.read(int(length))
-        content_type = (
-            (self.headers.get("Content-Type") or "application/json").split(";")[0].strip()
+        app = create_app(
+            config,
+            title="ganforge generator",
+            description=f"{generator!r}",
+            on_shutdown=[lambda: self.worker.close()],
         )
-        if content_type != "application/json":
-            raise RequestError(f"Content-Type: {content_type!r}; send application/json", 415)
-        try:
-            body = json.loads(raw or b"null")
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise RequestError(f"body: not valid JSON ({exc})") from None
-        return parse_request(body, self.app.generator, self.app.max_images)
+        self.worker = BatchingWorker(
+            generator,
+            max_batch=max_batch,
+            max_jobs=config.max_concurrency + config.max_queue + 1,
+            metrics=app.state.metrics,
+        )
+        app.include_router(generator_router(generator, self.worker, max_images, info))
+        for router in routers:
+            app.include_router(router)
+        super().__init__(app, config)

@@ -153,18 +153,6 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
-def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"a": {"b": 1}} -> {"a.b": 1}`` (for MLflow params)."""
-    out: dict[str, Any] = {}
-    for key, value in d.items():
-        full = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out.update(flatten(value, full + "."))
-        else:
-            out[full] = value
-    return out
-
-
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``"train.batch=32"`` -> (["train", "batch"], 32). The value is parsed as YAML."""
     if "=" not in text:

@@ -19,12 +19,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
+
+from .networks.export import make_temp_dir, umask_modes
 
 FORMAT_VERSION = 1
 PREFIX = "ckpt-"
@@ -60,7 +61,7 @@ def save_checkpoint(
         staging.mkdir(parents=True, exist_ok=True)
         tmp = staging
     else:
-        tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".tmp-{final.name}-"))
+        tmp = make_temp_dir(root, prefix=f".tmp-{final.name}-")
     try:
         tensors: dict[str, torch.Tensor] = {}
         for name, module in modules.items():
@@ -77,6 +78,7 @@ def save_checkpoint(
         (tmp / "state.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
         if config_yaml is not None:
             (tmp / "config.yaml").write_text(config_yaml)
+        umask_modes(tmp)
         for f in tmp.rglob("*"):  # durable before the rename makes it visible
             if f.is_file():
                 with open(f, "rb") as fh:

@@ -1,8 +1,11 @@
-"""Image helpers for the trainer: [-1, 1] tensors -> uint8 grids written as PNG (atomically)."""
+"""Image helpers for the trainer: sample grids and loss curves written as PNG (atomically).
+
+``to_uint8``, ``grid_array`` (``make_grid``) and the seed latents live in
+``training.networks.samples`` (shared with ``deploy``); they are re-exported here.
+"""
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
@@ -10,30 +13,10 @@ import torch
 from PIL import Image
 
 from .networks.export import atomic_write
+from .networks.samples import make_grid as grid_array
+from .networks.samples import seeds_to_latents, to_uint8
 
-
-def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """[N, C, H, W] in [-1, 1] -> uint8 [N, H, W, C] (the convention of every ganforge output)."""
-    x = (images.detach().float() * 127.5 + 128).clamp(0, 255).to(torch.uint8)
-    return x.permute(0, 2, 3, 1).cpu().numpy()
-
-
-def grid_array(
-    images: np.ndarray, cols: int | None = None, upscale_to: int | None = None
-) -> np.ndarray:
-    """uint8 [N, H, W, C] -> one uint8 [rows*H, cols*W, C] image; optionally nearest-upscaled so
-    that each cell is at least ``upscale_to`` pixels (small resolutions stay visible)."""
-    n, h, w, c = images.shape
-    cols = cols or math.ceil(math.sqrt(n))
-    rows = math.ceil(n / cols)
-    grid = np.zeros((rows * h, cols * w, c), dtype=np.uint8)
-    for i in range(n):
-        r, q = divmod(i, cols)
-        grid[r * h : (r + 1) * h, q * w : (q + 1) * w] = images[i]
-    if upscale_to and h < upscale_to:
-        f = math.ceil(upscale_to / h)
-        grid = grid.repeat(f, axis=0).repeat(f, axis=1)
-    return grid
+__all__ = ["grid_array", "grid_latents", "save_curves", "save_png", "to_uint8"]
 
 
 def save_png(array: np.ndarray, path: str | Path) -> Path:
@@ -44,9 +27,7 @@ def save_png(array: np.ndarray, path: str | Path) -> Path:
 def grid_latents(count: int, z_dim: int) -> torch.Tensor:
     """The fixed latents of sample grids: seed i -> ``RandomState(i).randn(z_dim)``, the same
     convention as ``ganforge generate --seeds``, so grids and deployed outputs agree."""
-    return torch.from_numpy(
-        np.stack([np.random.RandomState(i).randn(z_dim) for i in range(count)])
-    ).float()
+    return torch.from_numpy(seeds_to_latents(range(count), z_dim))
 
 
 def save_curves(rows: list[dict], keys: list[str], path: str | Path) -> Path | None:

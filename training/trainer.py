@@ -49,7 +49,7 @@ from .growth import Phase, batch_for, downsample_reals, growth_phase, lr_for
 from .images import grid_array, grid_latents, save_curves, save_png, to_uint8
 from .metrics import evaluate, is_better
 from .networks import build_networks
-from .networks.export import save_export
+from .networks.export import atomic_write, save_export
 from .networks.stylegan2 import mix_styles
 from .tracking import Tracker
 
@@ -816,9 +816,9 @@ class Trainer:
         resumed = self.resume()
         self._sync_phase_optimizers()
         if self.dist.is_main:
-            tmp = self.run_dir / ".config.yaml.tmp"
-            tmp.write_text(self.config_yaml)
-            tmp.replace(self.run_dir / "config.yaml")
+            atomic_write(
+                self.run_dir / "config.yaml", lambda t: Path(t).write_text(self.config_yaml)
+            )
             warning = shard_warning(self.manifest, self.dist.world_size, self.cfg.data.num_workers)
             if warning:
                 print(f"ganforge: warning: {warning}", file=sys.stderr)

@@ -24,6 +24,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--seeds", default="0-15", help="seeds, e.g. 0-63 or 1,5,9 (default: %(default)s)"
     )
     parser.add_argument(
+        "--max-seeds",
+        type=int,
+        default=10_000,  # deploy.sampling.MAX_SEEDS (not imported: the CLI loads lazily)
+        help="refuse more seeds than this in one call (default: %(default)s; every image is "
+        "held in memory before writing)",
+    )
+    parser.add_argument(
         "--psi", type=float, default=1.0, help="truncation psi (1: none; 0.5-0.8 typical)"
     )
     parser.add_argument(
@@ -74,7 +81,9 @@ def main(args: argparse.Namespace) -> int:
     from deploy.generator import load_generator, save_animation, save_grid, save_images
     from deploy.sampling import parse_seeds
 
-    seeds = parse_seeds(args.seeds)
+    if args.max_seeds < 1:
+        raise ValueError(f"--max-seeds: must be >= 1, got {args.max_seeds}")
+    seeds = parse_seeds(args.seeds, limit=args.max_seeds)
     labels = parse_labels(args.labels)
     generator = load_generator(args.model, device=args.device, tracking_uri=tracking_uri)
     if args.interpolate:

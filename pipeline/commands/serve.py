@@ -1,4 +1,5 @@
-"""Serve a generator over HTTP: POST /generate, GET /health, GET /info.
+"""Serve a generator over HTTP (FastAPI + uvicorn): POST /generate, GET /info, /health, /ready,
+/metrics, OpenAPI docs at /docs.
 
   ganforge serve --model models:/digits-gan@champion --port 8080
   curl -s localhost:8080/generate -H 'Content-Type: application/json' \
@@ -8,10 +9,12 @@
 
 Request keys: seeds (list, int or "A-B"), psi (default 1.0), labels (conditional models: one id
 or name, or one per seed), noise_mode (const|random|none), format (png: one image or a grid;
-base64: JSON with one base64 PNG per seed). Bad requests get a 4xx with {"error": ...}.
-Concurrent requests are batched into one forward pass. Binds 127.0.0.1 unless --host says
-otherwise (there is no authentication: put a proxy in front before exposing it).
-The MLflow alternative: `mlflow models serve -m models:/NAME@ALIAS --env-manager local`.
+base64: JSON with one base64 PNG per seed). Bad requests get a 4xx with {"error": ...}; a full
+server answers 503 with Retry-After. Concurrent requests are batched into one forward pass
+without changing a pixel. SIGTERM drains: in-flight requests finish, then exit 0. Binds
+127.0.0.1 unless --host says otherwise (there is no authentication: put a proxy in front before
+exposing it). The MLflow alternative: `mlflow models serve -m models:/NAME@ALIAS --env-manager
+local` (it runs the model's Python code: see docs/deploy.md).
 """
 
 from __future__ import annotations
@@ -39,6 +42,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=32,
         help="images per forward pass when batching concurrent requests (default: %(default)s)",
     )
+    limits = parser.add_argument_group("limits")
+    limits.add_argument(
+        "--max-concurrency",
+        type=int,
+        default=8,
+        help="requests at work at once (default: %(default)s)",
+    )
+    limits.add_argument(
+        "--max-queue",
+        type=int,
+        default=64,
+        help="requests waiting for a slot; more get 503 + Retry-After (default: %(default)s)",
+    )
+    limits.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=64 * 1024,
+        help="request body limit (default: %(default)s)",
+    )
+    limits.add_argument(
+        "--read-timeout",
+        type=float,
+        default=10.0,
+        help="seconds a request may take to arrive; slower clients are dropped (default: %(default)s)",
+    )
+    limits.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=30.0,
+        help="seconds in-flight requests get to finish after SIGTERM (default: %(default)s)",
+    )
     parser.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
     add_tracking_arguments(parser)
 
@@ -47,24 +81,30 @@ def main(args: argparse.Namespace) -> int:
     tracking_uri = tracking_uri_from_args(args)
     from deploy.generator import load_generator
     from deploy.serve import GeneratorServer
+    from deploy.service import ServeConfig
 
-    if args.max_images < 1 or args.max_batch < 1:
-        raise ValueError("--max-images and --max-batch must be >= 1")
-    generator = load_generator(
-        args.model,
-        device=args.device,
-        tracking_uri=tracking_uri,
-    )
-    server = GeneratorServer(
-        generator,
+    config = ServeConfig(
         host=args.host,
         port=args.port,
+        max_concurrency=args.max_concurrency,
+        max_queue=args.max_queue,
+        max_body_bytes=args.max_body_bytes,
+        read_timeout_s=args.read_timeout,
+        drain_timeout_s=args.drain_timeout,
+    )
+    if args.max_images < 1 or args.max_batch < 1:
+        raise ValueError("--max-images and --max-batch must be >= 1")
+    generator = load_generator(args.model, device=args.device, tracking_uri=tracking_uri)
+    server = GeneratorServer(
+        generator,
         max_images=args.max_images,
         max_batch=args.max_batch,
         model_uri=args.model,
+        config=config,
     )
     print(
-        f"serving {generator} on {server.url} (POST /generate, GET /health, GET /info); Ctrl-C stops",
+        f"serving {generator} on {server.url} (POST /generate, GET /info /health /ready "
+        f"/metrics, docs at /docs); Ctrl-C or SIGTERM drains and stops",
         flush=True,
     )
     try:

@@ -33,6 +33,8 @@ import torch
 
 from data_prep.manifest import Manifest
 
+from ..networks.export import lower_is_better
+from ..networks.samples import latent_stream, quantize
 from .coverage import (
     ClassifierConfig,
     ClassifierFeatures,
@@ -51,21 +53,21 @@ from .reference import reference_features
 METRICS = ("fid", "kid", "pr", "is", "coverage")
 DISTRIBUTION_METRICS = ("fid", "kid", "pr", "is")
 FEATURE_EXTRACTORS = ("inception", "classifier")
-# result name -> True when higher is better
-RESULTS: dict[str, bool] = {
-    "fid": False,
-    "kid": False,
-    "precision": True,
-    "recall": True,
-    "is": True,
-    "coverage": True,
-    "class_entropy": True,
-    "classifier_fd": False,
-    "classifier_kid": False,
-    "classifier_precision": True,
-    "classifier_recall": True,
-    "classifier_is": True,
-}
+# result names; which are lower-is-better: training.networks.export.lower_is_better
+RESULTS = (
+    "fid",
+    "kid",
+    "precision",
+    "recall",
+    "is",
+    "coverage",
+    "class_entropy",
+    "classifier_fd",
+    "classifier_kid",
+    "classifier_precision",
+    "classifier_recall",
+    "classifier_is",
+)
 
 SampleFn = Callable[[torch.Tensor, "torch.Tensor | None"], torch.Tensor]
 
@@ -151,7 +153,7 @@ def higher_is_better(metric: str) -> bool:
     name = metric.rsplit("/", 1)[-1]
     if name not in RESULTS:
         raise ValueError(f"unknown metric {metric!r}; valid: {', '.join(RESULTS)}")
-    return RESULTS[name]
+    return not lower_is_better(name)
 
 
 def is_better(metric: str, value: float, best: float | None) -> bool:
@@ -263,18 +265,13 @@ def latents_and_labels(
     labels = None if class_probs is None else np.zeros(len(indices), dtype=np.int64)
     cdf = None if class_probs is None else np.cumsum(class_probs)
     for row, i in enumerate(indices):
-        rs = np.random.RandomState((seed + i) % 2**32)
+        rs = latent_stream(seed + i)
         z[row] = rs.randn(z_dim)
         if cdf is not None:
             labels[row] = min(
                 int(np.searchsorted(cdf, rs.random_sample() * cdf[-1], side="right")), len(cdf) - 1
             )
     return z, labels
-
-
-def to_uint8(images: torch.Tensor) -> torch.Tensor:
-    """[N, C, H, W] in [-1, 1] -> uint8, rounded as every ganforge output (``x * 127.5 + 128``)."""
-    return (images.float() * 127.5 + 128).clamp(0, 255).to(torch.uint8)
 
 
 def generated_features(
@@ -305,7 +302,7 @@ def generated_features(
             if c_dim:
                 c = torch.zeros([len(z), c_dim], device=device)
                 c[torch.arange(len(z)), torch.from_numpy(labels).to(device)] = 1.0
-            images = to_uint8(sample_fn(torch.from_numpy(z).to(device), c))
+            images = quantize(sample_fn(torch.from_numpy(z).to(device), c))
             for out, extractor in zip(outputs, extractors):
                 out.append(extractor(images).float())
     return [

@@ -73,3 +73,18 @@ def tracking_uri(tmp_path_factory) -> str:
     tests use distinct model names.
     """
     return f"sqlite:///{(tmp_path_factory.mktemp('mlflow') / 'work' / 'mlflow.db').as_posix()}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def model_cache(tmp_path_factory) -> Path:
+    """Downloaded models go to a per-session cache, never the user's ~/.cache."""
+    import os
+
+    cache = tmp_path_factory.mktemp("model-cache")
+    previous = os.environ.get("GANFORGE_CACHE_DIR")
+    os.environ["GANFORGE_CACHE_DIR"] = str(cache)
+    yield cache
+    if previous is None:
+        os.environ.pop("GANFORGE_CACHE_DIR", None)
+    else:
+        os.environ["GANFORGE_CACHE_DIR"] = previous

@@ -93,7 +93,9 @@ def test_interpolation_gif_loops_through_seeds(loaded_cond, tmp_path):
 
 
 def test_mp4_without_ffmpeg_is_a_clear_error(loaded_uncond, tmp_path, monkeypatch):
-    monkeypatch.setattr(gen, "ffmpeg_binary", lambda: None)
+    from deploy import media
+
+    monkeypatch.setattr(media, "ffmpeg_binary", lambda: None)
     with pytest.raises(ValueError, match="needs ffmpeg"):
         gen.save_animation(loaded_uncond.generate([0, 1]), tmp_path / "walk.mp4")
     assert list(tmp_path.iterdir()) == []  # the temp file is cleaned up
