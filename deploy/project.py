@@ -40,10 +40,12 @@ import torch
 import torch.nn.functional as F
 
 from training.networks.export import atomic_write
+from training.networks.samples import to_uint8
 
 from . import sampling
 from .distance import build_distance
-from .generator import LoadedGenerator, save_animation, save_images
+from .generator import LoadedGenerator
+from .media import save_animation, save_images
 
 LATENT_FORMAT = "ganforge-projection"
 
@@ -160,7 +162,7 @@ def noise_regularizer(noise_maps: Sequence[torch.Tensor]) -> torch.Tensor:
 
 
 def to_tensor(images: np.ndarray, device: torch.device) -> torch.Tensor:
-    """uint8 [N, H, W, C] -> float [N, C, H, W] in [-1, 1] (inverse of sampling.to_uint8)."""
+    """uint8 [N, H, W, C] -> float [N, C, H, W] in [-1, 1] (inverse of to_uint8)."""
     x = torch.from_numpy(np.ascontiguousarray(images)).to(device=device, dtype=torch.float32)
     return (x.permute(0, 3, 1, 2) - 128.0) / 127.5
 
@@ -388,7 +390,7 @@ def project(
                     buf += mean
         if frame_every and (step % frame_every == 0 or step == cfg.steps - 1):
             with torch.no_grad():
-                frames.append(sampling.to_uint8(space.render(space.latent)))
+                frames.append(to_uint8(space.render(space.latent)))
         if progress is not None:
             progress(step, float(dist.detach().mean()))
 
@@ -400,7 +402,7 @@ def project(
         latent = latent.expand(-1, space.g.num_ws, -1)
     labels_out = getattr(space, "c", c)
     return Projection(
-        images=sampling.to_uint8(final),
+        images=to_uint8(final),
         latents=latent.cpu().numpy().astype(np.float32),
         labels=None if labels_out is None else labels_out.cpu().numpy().astype(np.float32),
         noise={k: v.detach().cpu().numpy() for k, v in space.noise.items()},
@@ -452,12 +454,12 @@ def render_latent(lg: LoadedGenerator, path: str | Path) -> np.ndarray:
     c = None if c is None else c[None].to(lg.device)
     with torch.no_grad():
         if "z" in tensors:
-            return sampling.to_uint8(lg.generator(tensors["z"].to(lg.device), c))
+            return to_uint8(lg.generator(tensors["z"].to(lg.device), c))
         g = copy.deepcopy(lg.generator)
         for name, module in g.synthesis.named_modules():
             if f"noise.{name}" in tensors:
                 module.noise_const = tensors[f"noise.{name}"].to(lg.device)
-        return sampling.to_uint8(g.synthesis(tensors["ws"][None].to(lg.device), noise_mode="const"))
+        return to_uint8(g.synthesis(tensors["ws"][None].to(lg.device), noise_mode="const"))
 
 
 def save_projection(

@@ -25,7 +25,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import sampling
+from training.networks.samples import to_uint8
+
 from .generator import LoadedGenerator
 from .project import ProjectConfig, Projection, project, to_tensor
 
@@ -102,7 +103,7 @@ def composite(
         offset = _gaussian_blur(known * (x - g), feather) / spread_k.clamp_min(1e-6)
         weight = (2 * spread_k).clamp(max=1.0)  # ~1 at the border, fading to 0 inside the hole
         fill = g + weight * offset
-    out = sampling.to_uint8(known * x + (1 - known) * fill)
+    out = to_uint8(known * x + (1 - known) * fill)
     # Bit-exact known pixels (no float round trip).
     return np.where(holes[..., None], out, images)
 

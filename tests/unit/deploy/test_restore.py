@@ -8,7 +8,7 @@ import torch
 
 from deploy import restore
 from deploy.project import ProjectConfig, to_tensor
-from deploy.sampling import to_uint8
+from training.networks.samples import to_uint8
 
 CFG = dict(w_avg_samples=500, frames=0)
 
