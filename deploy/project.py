@@ -163,7 +163,7 @@ def noise_regularizer(noise_maps: Sequence[torch.Tensor]) -> torch.Tensor:
 
 def to_tensor(images: np.ndarray, device: torch.device) -> torch.Tensor:
     """uint8 [N, H, W, C] -> float [N, C, H, W] in [-1, 1] (inverse of to_uint8)."""
-    x = torch.from_numpy(np.ascontiguousarray(images)).to(device=device, dtype=torch.float32)
+    x = torch.from_numpy(np.array(images, dtype=np.float32)).to(device)
     return (x.permute(0, 3, 1, 2) - 128.0) / 127.5
 
 
