@@ -39,11 +39,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("pipeline.commands.serve", "serve a generator over HTTP (POST /generate)"),
     "export": ("pipeline.commands.export", "export a generator to ONNX or TorchScript"),
     "project": ("pipeline.commands.project", "find the latent of an image (GAN inversion)"),
-    "inpaint": ("pipeline.commands.inpaint", "fill a masked region of an image with a generator"),
-    "upscale": (
-        "pipeline.commands.upscale",
-        "super-resolve an image with a generator (PULSE-style)",
-    ),
+    "inpaint": ("pipeline.commands.inpaint", "fill a masked region of an image"),
+    "upscale": ("pipeline.commands.upscale", "super-resolve an image (PULSE-style)"),
+    "synth": ("pipeline.commands.synth", "write generated images as a labelled dataset"),
 }
 
 
