@@ -80,6 +80,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     tracking_uri = tracking_uri_from_args(args)
     from deploy.generator import load_generator
+    from deploy.restore_routes import restore_router
     from deploy.serve import GeneratorServer
     from deploy.service import ServeConfig
 
@@ -101,9 +102,10 @@ def main(args: argparse.Namespace) -> int:
         max_batch=args.max_batch,
         model_uri=args.model,
         config=config,
+        routers=(restore_router(generator),),  # POST /inpaint, /upscale
     )
     print(
-        f"serving {generator} on {server.url} (POST /generate, GET /info /health /ready "
+        f"serving {generator} on {server.url} (POST /generate /inpaint /upscale, GET /info /health /ready "
         f"/metrics, docs at /docs); Ctrl-C or SIGTERM drains and stops",
         flush=True,
     )
