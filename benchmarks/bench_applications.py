@@ -32,12 +32,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from data_prep.manifest import load_manifest  # noqa: E402
 from deploy.generator import load_generator  # noqa: E402
-from deploy.media import save_grid  # noqa: E402
+from deploy.media import save_images  # noqa: E402
 from deploy.project import ProjectConfig, to_tensor  # noqa: E402
 from deploy.restore import downscale, inpaint, upscale  # noqa: E402
 from training.metrics.cas import UsefulnessConfig, usefulness  # noqa: E402
 from training.metrics.coverage import ClassifierConfig, _read_all  # noqa: E402
-from training.networks.samples import to_uint8  # noqa: E402
+from training.networks.samples import make_grid, to_uint8  # noqa: E402
 
 
 def psnr(a: np.ndarray, b: np.ndarray, where: np.ndarray | None = None) -> float:
@@ -88,6 +88,11 @@ def bicubic(low: np.ndarray, size: int) -> np.ndarray:
 def nearest(low: np.ndarray, size: int) -> np.ndarray:
     f = size // low.shape[1]
     return low.repeat(f, axis=1).repeat(f, axis=2)
+
+
+def save_picture(images: np.ndarray, folder: Path, name: str, cols: int) -> None:
+    """A grid with 2 px gaps, nearest-upscaled so 32 px cells are visible on a page."""
+    save_images(make_grid(images, cols=cols, pad=2, upscale_to=64)[None], folder, [name])
 
 
 def main() -> int:
@@ -219,22 +224,19 @@ def main() -> int:
         out = Path(args.pictures)
         k = min(8, n)
         masked = images.copy()
-        masked[holes] = 255
+        masked[holes] = 255 if lg.channels == 1 else (255, 0, 0)  # the hole in red
         cols = [images[:k], masked[:k], fills["mean fill"][:k]]
         if fills["OpenCV Telea"] is not None:
             cols.append(fills["OpenCV Telea"][:k])
         cols.append(gan.images[:k])
-        save_grid(np.concatenate(cols), out / "inpaint.png", cols=k)
-        save_grid(
-            np.concatenate([images[:k], nearest(low[:k], r), bic[:k], sr.images[:k]]),
-            out / "upscale.png",
-            cols=k,
-        )
+        save_picture(np.concatenate(cols), out, "inpaint", k)
+        rows_sr = [images[:k], nearest(low[:k], r), bic[:k], sr.images[:k]]
+        save_picture(np.concatenate(rows_sr), out, "upscale", k)
         labels = [i % lg.c_dim for i in range(8 * lg.c_dim)] if lg.c_dim else None
         samples = lg.generate(
             list(range(8 * max(1, lg.c_dim))), labels=sorted(labels) if labels else None
         )
-        save_grid(samples, out / "synth.png", cols=8)
+        save_picture(samples, out, "synth", 8)
         print(
             f"\npictures: {out}/inpaint.png (rows: real, masked, mean fill, [Telea,] GAN), "
             f"upscale.png (rows: real, {args.factor}x smaller (nearest), bicubic, GAN), synth.png (8 per class)"
