@@ -1,140 +1,173 @@
-"""Training speed: s/kimg, images/s and peak memory of ganforge's trainer step.
+"""Training speed, eager vs compiled: s/kimg of the real training loop (``ganforge train``).
 
-Configs (StyleGAN2-ADA's, with ADA on, as NVlabs measured them - see ../shared/ANCHORS.md):
-  cifar32   32x32, batch 64, gamma 0.01, map 2, mbstd 32, lr 0.0025, channel_base 16384 (=512 maps)
-  auto256   256x256, batch 16, gamma 0.8192, map 2, mbstd 4, lr 0.0025, channel_base 16384
-  progan32  ProGAN at 32x32 (stable phase), batch 64, WGAN-GP
+Each (config, mode) runs ``python -m pipeline.cli train`` in a fresh process (so compile caches
+and allocator state never carry over) on a synthetic dataset of random images, for ``--ticks``
+ticks, and reads the per-tick ``timing/sec_per_kimg`` from the run's ``metrics.jsonl``. The first
+``--skip`` ticks (start-up, torch.compile, cudnn autotuning) are dropped and the median of the rest
+is reported: whole ticks with data loading included, which is what NVlabs' s/kimg measures. ADA is
+on at p = 0.2 (as in a running ADA training), evaluation, snapshots and tracking are off.
 
-The timed region is whole optimizer steps of the real trainer (G main, lazy path-length, D main,
-lazy R1, EMA, ADA p update), with the real batch resident on the device, so the number is the
-training step itself (NVlabs' s/kimg also overlaps data loading on other threads).
+Configs (StyleGAN2-ADA's, see ../shared/ANCHORS.md for NVlabs' H100 figures):
+  cpu16     16x16, batch 16, channel_base 1024 / max 64, map 2 (a CPU-sized StyleGAN2)
+  cpu32     32x32, batch 16, channel_base 2048 / max 64, map 2
+  cifar32   --cfg=cifar: 32x32, batch 64, gamma 0.01, map 2, mbstd 32, 512 maps (GPU)
+  auto256   --cfg=auto at 256x256: batch 16, gamma 0.8192, map 2, mbstd 4, channel_base 16384 (GPU)
 
-  python benchmarks/bench_train.py                       # all configs, default precision
-  python benchmarks/bench_train.py --configs cifar32 --precision bf16 --compile
-  python benchmarks/bench_train.py --configs cifar32 --steps 3 --warmup 1   # quick CPU smoke run
+  python benchmarks/bench_train.py --configs cpu16 --threads 1      # CPU: eager and compiled
+  python benchmarks/bench_train.py --configs cifar32,auto256 --precision bf16      # one GPU
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import io
+import json
+import os
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
-import webdataset as wds
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
-from data_prep.manifest import Manifest, ShardInfo, save_manifest  # noqa: E402
-from pipeline.config import load_config  # noqa: E402
-from training.trainer import Trainer  # noqa: E402
-
-CONFIGS = {
-    "cifar32": ("cifar", 32, ["model.conditional=false", "train.batch=64"]),
-    "auto256": ("auto256", 256, ["train.batch=16"]),
-    "progan32": (
-        "progan-digits",
-        32,
+# name -> (preset, resolution, number of images, overrides, tick_kimg)
+CONFIGS: dict[str, tuple[str, int, int, list[str], float]] = {
+    "cpu16": (
+        "cifar",
+        16,
+        256,
         [
-            "train.batch=64",
-            "growth.batch_per_resolution={}",
-            "model.channel_base=16384",
-            "model.channel_max=512",
-            "model.z_dim=512",
-            "growth.stable_kimg=0.001",
-            "growth.fade_kimg=0.001",
+            "train.batch=16",
+            "model.channel_base=1024",
+            "model.channel_max=64",
+            "model.mbstd_group=4",
         ],
+        0.064,
     ),
+    "cpu32": (
+        "cifar",
+        32,
+        256,
+        [
+            "train.batch=16",
+            "model.channel_base=2048",
+            "model.channel_max=64",
+            "model.mbstd_group=4",
+        ],
+        0.128,
+    ),
+    "cifar32": ("cifar", 32, 1024, ["train.batch=64"], 1.28),
+    "auto256": ("auto256", 256, 128, ["train.batch=16"], 0.32),
 }
+# NVlabs StyleGAN3 repo, --cfg=stylegan2, 1x H100, custom CUDA ops (shared/ANCHORS.md)
+NVLABS_H100 = {"cifar32": 2.16, "auto256": 12.3}
+GOAL_H100 = {"cifar32": 1.0, "auto256": 5.0}  # issue #11
 
 
-def fake_manifest(folder: Path, resolution: int) -> str:
-    """One shard of random images (the trainer needs a manifest; the benchmark feeds batches)."""
-    name = "train-000000.tar"
+def synthetic_dataset(folder: Path, resolution: int, count: int) -> str:
+    """One WebDataset shard of random RGB PNGs + a manifest (real checksums)."""
+    from data_prep.manifest import Manifest, ShardInfo, save_manifest
+
     folder.mkdir(parents=True, exist_ok=True)
+    name = "train-000000.tar"
+    import webdataset as wds
+
+    rng = np.random.default_rng(0)
     with wds.TarWriter(str(folder / name)) as sink:
-        for i in range(8):
+        for i in range(count):
             buf = io.BytesIO()
-            Image.fromarray(np.random.randint(0, 255, (resolution, resolution, 3), np.uint8)).save(
-                buf, "PNG"
-            )
+            pixels = rng.integers(0, 256, (resolution, resolution, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(buf, "PNG")
             sink.write({"__key__": f"{i:06d}", "png": buf.getvalue()})
+    data = (folder / name).read_bytes()
     manifest = Manifest(
-        name="bench",
+        name=f"random{resolution}",
         resolution=resolution,
         channels=3,
         image_format="png",
-        num_samples=8,
+        num_samples=count,
         classes={},
-        shards=[ShardInfo(name, "train", 8, (folder / name).stat().st_size, "-")],
+        shards=[ShardInfo(name, "train", count, len(data), hashlib.sha256(data).hexdigest())],
     )
     save_manifest(manifest, str(folder))
     return str(folder)
 
 
-def bench(name: str, args: argparse.Namespace, work: Path) -> dict:
-    preset, resolution, overrides = CONFIGS[name]
-    manifest = (
-        fake_manifest(work / name, resolution) if not (work / name).exists() else str(work / name)
-    )
-    cfg = load_config(
-        preset,
-        [
-            *overrides,
-            f"work_dir={work}",
-            f"data.manifest={manifest}",
-            "tracking.enabled=false",
-            "augment.mode=ada" if "progan" not in name else "augment.mode=none",
-            f"train.mixed_precision={args.precision}",
-            f"train.compile={args.compile}",
-            "train.resume=null",
-            f"name=bench-{name}",
-        ],
-    )
-    trainer = Trainer(cfg)
-    batch, micro, accum = trainer.batch_geometry(trainer.phase())
-    device = trainer.device
-    real = torch.randint(
-        0, 255, (micro, 3, resolution, resolution), dtype=torch.uint8, device=device
-    )
-    labels = torch.zeros(micro, dtype=torch.int64, device=device)
-    trainer._next_real = lambda m, a: (real, labels)  # device-resident batch: time the step itself
-    if trainer.ada is not None:
-        trainer.augment_p = 0.2  # ADA on, as in a running ADA training
-        trainer.ada.p = 0.2
-
-    def step():
-        trainer._nonfinite = torch.zeros((), dtype=torch.bool, device=device)
-        trainer.train_step(trainer.phase())
-
-    for _ in range(args.warmup):
-        step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-    start = time.perf_counter()
-    for _ in range(args.steps):
-        step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    seconds = time.perf_counter() - start
-    images = batch * args.steps
-    peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")
-    trainer.dist.shutdown()
+def run_one(name: str, mode: str, args: argparse.Namespace, work: Path) -> dict:
+    preset, resolution, count, overrides, tick_kimg = CONFIGS[name]
+    tick_kimg = tick_kimg * args.tick_scale
+    data = work / f"data-{name}"
+    if not data.exists():
+        synthetic_dataset(data, resolution, count)
+    run_name = f"bench-{name}-{mode}"
+    sets = [
+        *overrides,
+        f"work_dir={work}",
+        f"name={run_name}",
+        f"data.manifest={data}",
+        "model.conditional=false",
+        "tracking.enabled=false",
+        "augment.mode=ada",
+        "augment.p=0.2",
+        f"train.mixed_precision={args.precision}",
+        f"train.compile={'true' if mode == 'compiled' else 'false'}",
+        f"train.tick_kimg={tick_kimg}",
+        f"train.total_kimg={tick_kimg * (args.ticks + args.skip)}",
+        "train.snapshot_ticks=0",
+        "train.checkpoint_ticks=0",
+        "train.resume=null",
+        "eval.at_end=false",
+        "eval.every_kimg=0",
+        *args.set,
+    ]
+    command = [sys.executable, "-m", "pipeline.cli", "train", "--preset", preset]
+    for s in sets:
+        command += ["--set", s]
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    if args.threads:
+        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(args.threads)
+    start = time.time()
+    try:
+        proc = subprocess.run(
+            command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=args.timeout
+        )
+        status = "ok" if proc.returncode == 0 else f"exit {proc.returncode}"
+        log = proc.stdout + proc.stderr
+    except subprocess.TimeoutExpired as exc:
+        status = f"timeout {args.timeout}s"
+        log = (exc.stdout or b"").decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
+    wall = time.time() - start
+    (work / f"{run_name}.log").write_text(log)
+    ticks = []
+    metrics = work / "runs" / run_name / "metrics.jsonl"
+    if metrics.exists():
+        for line in metrics.read_text().splitlines():
+            row = json.loads(line)
+            if "timing/sec_per_kimg" in row:
+                ticks.append(float(row["timing/sec_per_kimg"]))
+    timed = ticks[args.skip :]
+    if status == "ok" and not timed:
+        status = "no timed ticks"
+    if status != "ok":
+        print(f"# {name} {mode}: {status}; last log lines:\n" + "\n".join(log.splitlines()[-8:]))
     return {
         "config": name,
-        "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
-        "precision": args.precision,
-        "compile": args.compile,
-        "batch": batch,
-        "s_per_kimg": seconds / images * 1000,
-        "images_per_s": images / seconds,
-        "peak_gb": peak,
+        "mode": mode,
+        "status": status,
+        "batch": next(o for o in overrides if o.startswith("train.batch=")).split("=")[1],
+        "ticks": len(timed),
+        "first": ticks[0] if ticks else float("nan"),
+        "median": statistics.median(timed) if timed else float("nan"),
+        "low": min(timed) if timed else float("nan"),
+        "high": max(timed) if timed else float("nan"),
+        "wall": wall,
     }
 
 
@@ -142,35 +175,69 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--configs", default="cifar32,auto256,progan32")
-    parser.add_argument("--steps", type=int, default=40, help="timed optimizer steps per config")
+    parser.add_argument("--configs", default="cpu16", help=f"comma list of {', '.join(CONFIGS)}")
+    parser.add_argument("--modes", default="eager,compiled", help="eager and/or compiled")
+    parser.add_argument("--precision", default="no", choices=["no", "bf16", "fp16"])
+    parser.add_argument("--ticks", type=int, default=3, help="timed ticks per run")
+    parser.add_argument("--skip", type=int, default=1, help="untimed first ticks (compile)")
+    parser.add_argument("--tick-scale", type=float, default=1.0, help="scale the tick length")
+    parser.add_argument("--timeout", type=int, default=900, help="seconds per run")
     parser.add_argument(
-        "--warmup", type=int, default=10, help="untimed steps first (compile, lazy reg, cudnn)"
+        "--threads", type=int, default=0, help="CPU threads per run (0: torch's default)"
     )
     parser.add_argument(
-        "--precision",
-        default="bf16" if torch.cuda.is_available() else "no",
-        choices=["no", "bf16", "fp16"],
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra config override for every run, e.g. loss.r1_gamma=0 (repeatable)",
     )
-    parser.add_argument("--compile", action="store_true", help="torch.compile G and D")
+    parser.add_argument("--work", default=None, help="keep runs and logs here (default: temp)")
     args = parser.parse_args()
-    if torch.cuda.is_available():
-        torch.backends.cudnn.benchmark = True
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    if bad := [m for m in modes if m not in ("eager", "compiled")]:
+        parser.error(f"--modes: unknown {bad}; valid: eager, compiled")
+    names = [c.strip() for c in args.configs.split(",") if c.strip()]
+    if bad := [c for c in names if c not in CONFIGS]:
+        parser.error(f"--configs: unknown {bad}; valid: {', '.join(CONFIGS)}")
+
+    import torch
+
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+    threads = args.threads or torch.get_num_threads()
+    print(f"# torch {torch.__version__}, device {device}, threads per run {threads}")
+    if args.set:
+        print(f"# extra overrides: {' '.join(args.set)}")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for name in args.configs.split(","):
-            rows.append(bench(name.strip(), args, Path(tmp)))
-            r = rows[-1]
-            print(f"# {name}: {r['s_per_kimg']:.2f} s/kimg", flush=True)
+        work = Path(args.work) if args.work else Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        for name in names:
+            for mode in modes:
+                rows.append(run_one(name, mode, args, work))
+                r = rows[-1]
+                print(f"# {name} {mode}: {r['median']:.2f} s/kimg ({r['status']})", flush=True)
     print()
-    print("| config | device | precision | compile | batch | s/kimg | images/s | peak GPU memory |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(
+        "| config | mode | precision | batch | s/kimg (median) | min-max | timed ticks "
+        "| first tick | wall s | NVlabs H100 (CUDA ops) | goal |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        peak = "-" if r["peak_gb"] != r["peak_gb"] else f"{r['peak_gb']:.1f} GB"
+        ok = r["status"] == "ok"
+        median = f"{r['median']:.2f}" if ok else r["status"]
+        spread = f"{r['low']:.2f}-{r['high']:.2f}" if ok else "-"
+        anchor = NVLABS_H100.get(r["config"], "-")
+        goal = GOAL_H100.get(r["config"], "-")
         print(
-            f"| {r['config']} | {r['device']} | {r['precision']} | {r['compile']} | {r['batch']} | "
-            f"{r['s_per_kimg']:.2f} | {r['images_per_s']:.0f} | {peak} |"
+            f"| {r['config']} | {r['mode']} | {args.precision} | {r['batch']} | {median} | {spread} "
+            f"| {r['ticks']} | {r['first']:.2f} | {r['wall']:.0f} | {anchor} | {goal} |"
         )
+    by_key = {(r["config"], r["mode"]): r for r in rows if r["status"] == "ok"}
+    for name in names:
+        eager, compiled = by_key.get((name, "eager")), by_key.get((name, "compiled"))
+        if eager and compiled:
+            print(f"# {name}: compiled / eager = {compiled['median'] / eager['median']:.2f}")
 
 
 if __name__ == "__main__":

@@ -25,6 +25,13 @@ class PrepConfig:
     """Encoding inside the shards: lossless PNG/WebP, or JPEG at ``jpeg_quality``."""
     jpeg_quality: int = 95
     """JPEG quality 1..100 (only for image_format: jpeg)."""
+    png_compress_level: int = 1
+    """PNG zlib level 0..9 (only for image_format: png): 0 stored, as NVlabs dataset_tool;
+    1 fastest that compresses (default); higher: a few % smaller, slower. Pixels never change."""
+    fast: bool = False
+    """Decode JPEGs at a reduced power-of-two scale (draft) and resize with a reducing gap:
+    several x faster on large photos but NOT pixel-identical to the exact path (measured
+    difference in docs/benchmarks.md); keep false when FID is compared with published numbers."""
     labels: Literal["auto", "none", "folder"] = "auto"
     """auto: labels when the source has them; folder: first-level subfolder names; none: unlabelled."""
     shard_samples: int = 2000
@@ -62,6 +69,8 @@ class PrepConfig:
             raise ValueError(f"resolution: must be a power of two in 4..2048, got {r}")
         if not 1 <= self.jpeg_quality <= 100:
             raise ValueError(f"jpeg_quality: must be in 1..100, got {self.jpeg_quality}")
+        if not 0 <= self.png_compress_level <= 9:
+            raise ValueError(f"png_compress_level: must be in 0..9, got {self.png_compress_level}")
         if self.shard_samples <= 0:
             raise ValueError(f"shard_samples: must be positive, got {self.shard_samples}")
         if self.shard_bytes < 0:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
 
 import fsspec
@@ -120,13 +120,43 @@ def load_manifest(path_or_url: str) -> Manifest:
             f"{url}: schema_version {raw.get('schema_version')} is newer than this ganforge supports "
             f"({SCHEMA_VERSION}); upgrade ganforge"
         )
-    try:
-        shards = [ShardInfo(**s) for s in raw.pop("shards")]
-        manifest = Manifest(shards=shards, **raw)
-    except (TypeError, KeyError) as exc:
-        raise ManifestError(f"{url}: malformed manifest ({exc})") from None
+    _check_fields(Manifest, raw, url, "")
+    if not isinstance(raw["shards"], list):
+        raise ManifestError(f"{url}: shards: expected a list, got {type(raw['shards']).__name__}")
+    for i, s in enumerate(raw["shards"]):
+        _check_fields(ShardInfo, s, url, f"shards[{i}].")
+    shards = [ShardInfo(**s) for s in raw.pop("shards")]
+    manifest = Manifest(shards=shards, **raw)
     manifest.location = url.rsplit("/", 1)[0]
     return manifest
+
+
+_SCALAR_TYPES = {"int": int, "str": str, "dict[str, int]": dict, "dict[str, Any]": dict}
+
+
+def _check_fields(cls: type, raw: Any, url: str, where: str) -> None:
+    """One-line ManifestError naming the field when ``raw`` does not fit dataclass ``cls``:
+    not an object, a required field missing, an unknown field, or a value of the wrong type."""
+    if not isinstance(raw, dict):
+        what = where.rstrip(".") or "the manifest"
+        raise ManifestError(f"{url}: {what}: expected an object, got {type(raw).__name__}")
+    known = {f.name: f for f in fields(cls) if f.name != "location"}
+    unknown = sorted(set(raw) - set(known))
+    if unknown:
+        raise ManifestError(
+            f"{url}: {where}{unknown[0]}: unknown field (valid: {', '.join(known)})"
+        )
+    for name, f in known.items():
+        if name not in raw:
+            if f.default is MISSING and f.default_factory is MISSING:
+                raise ManifestError(f"{url}: {where}{name}: missing (a required field)")
+            continue
+        expected = _SCALAR_TYPES.get(str(f.type))
+        value = raw[name]
+        if expected is not None and (not isinstance(value, expected) or isinstance(value, bool)):
+            raise ManifestError(
+                f"{url}: {where}{name}: expected {expected.__name__}, got {value!r:.40}"
+            )
 
 
 def save_manifest(manifest: Manifest, out_dir: str) -> str:

@@ -2,7 +2,7 @@
 
 Stages (each shard is an independent task, so workers, nodes and resumed runs never coordinate):
 
-1. Enumerate the source into an on-disk record index (``sources.py``).
+1. Enumerate the source into an on-disk record index (``sources/``).
 2. Plan: a seeded permutation of all records; the first ``val_fraction`` go to ``val``; each
    split is cut into contiguous slices of the permutation, one per shard, so every shard is a
    random sample of the whole set (resampled loading relies on that). The plan depends only on
@@ -49,7 +49,7 @@ from .writer import ShardTask, done_path, read_json, slim_record, write_json_ato
 PLAN_NAME = "_plan.json"
 PARTITIONS_DIR = "_partitions"
 SKIPPED_NAME = "skipped.jsonl"
-PREP_FORMAT = 1
+PREP_FORMAT = 2
 """Bumped whenever the shard bytes for the same input and options change."""
 # Options that do not change the shard content (they may differ between partition jobs).
 NON_CONTENT_OPTIONS = ("source", "out", "workers", "num_partitions", "partition")

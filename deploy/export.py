@@ -218,6 +218,14 @@ def verify_export(
     labels = [s % loaded.c_dim for s in seeds] if loaded.c_dim else None
     expected = loaded.generate(seeds, psi=psi, labels=labels)
     got = run_export(path, export_inputs(loaded, seeds, psi, labels))
+    return compare_uint8(path, got, expected, tolerance)
+
+
+def compare_uint8(
+    path: str | Path, got: np.ndarray, expected: np.ndarray, tolerance: int
+) -> dict[str, float]:
+    """The check of every exported file against PyTorch: same uint8 shape, and no pixel more
+    than ``tolerance`` levels off; -> {"max_abs_diff", "mean_abs_diff"}, else ExportMismatchError."""
     if got.shape != expected.shape or got.dtype != np.uint8:
         raise ExportMismatchError(
             f"{path}: output {got.dtype}{list(got.shape)}, expected uint8{list(expected.shape)}"

@@ -35,16 +35,21 @@ import numpy as np
 import training.networks as networks_package
 from training.networks.export import (
     CONFIG_NAME,
+    TRANSLATOR_CONFIG_NAME,
     WEIGHTS_NAME,
     ExportError,
+    export_kind,
     lower_is_better,
     read_export_config,
+    read_translator_config,
 )
 
 from . import sampling as sampling_module
 from .resolve import EXPORT_ARTIFACT_KEY, MODEL_ARTIFACT_NAME, mlflow_uri
 
 PYFUNC_MODEL_FILE = Path(__file__).with_name("pyfunc_model.py")
+# translators (kind: translator, e.g. CycleGAN): images in, images out
+TRANSLATOR_PYFUNC_FILE = Path(__file__).with_name("translator_pyfunc.py")
 DEFAULT_EXPERIMENT = "ganforge"
 PIP_REQUIREMENTS = ["torch", "safetensors", "numpy"]
 METRIC_TAG_PREFIX = "metric."
@@ -143,9 +148,24 @@ def verify_model_code(model_uri: str, tracking_uri: str | None = None) -> str:
 
 
 def signature_for(config: dict[str, Any]):
-    """Inputs: seed | latent, optional label; params psi, noise_mode; output uint8 [N, H, W, C]."""
+    """Inputs: seed | latent, optional label; params psi, noise_mode; output uint8 [N, H, W, C].
+    Translators: no input schema (an 'image' column of bytes/base64 or a uint8 array, checked by
+    the model); params direction, size; output uint8 [N, H, W, C] of any size."""
     from mlflow.models import ModelSignature
     from mlflow.types.schema import Array, ColSpec, ParamSchema, ParamSpec, Schema, TensorSpec
+
+    if config.get("kind") == "translator":
+        ch = int(config["channels"])
+        return ModelSignature(
+            inputs=None,
+            outputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, -1, -1, ch), name="images")]),
+            params=ParamSchema(
+                [
+                    ParamSpec("direction", "string", config["directions"][0]),
+                    ParamSpec("size", "string", "auto"),
+                ]
+            ),
+        )
 
     inputs = Schema(
         [
@@ -169,8 +189,11 @@ def version_tags(config: dict[str, Any], extra: dict[str, Any] | None = None) ->
         "family": config["family"],
         "resolution": config["resolution"],
         "channels": config["channels"],
-        "c_dim": config["c_dim"],
+        "c_dim": config.get("c_dim", 0),
     }
+    if config.get("kind") == "translator":
+        tags["kind"] = "translator"
+        tags["directions"] = ",".join(config["directions"])
     for key in ("dataset", "dataset_sha256", "kimg", "run_name"):
         if meta.get(key) is not None:
             tags[key] = meta[key]
@@ -225,7 +248,8 @@ def register_export(
     from mlflow.tracking import MlflowClient
 
     export_dir = Path(export_dir)
-    config = read_export_config(export_dir)
+    translator = export_kind(export_dir) == "translator"
+    config = read_translator_config(export_dir) if translator else read_export_config(export_dir)
     if not (export_dir / WEIGHTS_NAME).is_file():
         raise ExportError(f"{export_dir}: missing {WEIGHTS_NAME}")
     if not model_name or "/" in model_name or "@" in model_name:
@@ -260,7 +284,7 @@ def register_export(
         # source folder is called (deploy.generator.find_export_dir looks there).
         staged = Path(tmp) / EXPORT_ARTIFACT_KEY
         staged.mkdir()
-        for name in (CONFIG_NAME, WEIGHTS_NAME):
+        for name in (TRANSLATOR_CONFIG_NAME if translator else CONFIG_NAME, WEIGHTS_NAME):
             shutil.copy2(export_dir / name, staged / name)
         active = mlflow.active_run()  # a caller using MLflow's fluent API may have one open
         previous_status = None
@@ -316,7 +340,9 @@ def _log_pyfunc(
 ) -> Any:
     return mlflow.pyfunc.log_model(
         name=MODEL_ARTIFACT_NAME,
-        python_model=str(PYFUNC_MODEL_FILE),
+        python_model=str(
+            TRANSLATOR_PYFUNC_FILE if config.get("kind") == "translator" else PYFUNC_MODEL_FILE
+        ),
         artifacts={EXPORT_ARTIFACT_KEY: str(staged)},
         code_paths=[str(code_dir)],
         model_config={"code_package": code_dir.name},

@@ -20,7 +20,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from training.networks.export import CONFIG_NAME, ExportError, make_temp_dir
+from training.networks.export import (
+    CONFIG_NAME,
+    TRANSLATOR_CONFIG_NAME,
+    ExportError,
+    make_temp_dir,
+)
 
 MODEL_ARTIFACT_NAME = "generator"
 """Name the pyfunc is logged under inside a run (``runs:/RUN_ID/generator``)."""
@@ -67,7 +72,7 @@ def find_export_dir(folder: str | Path) -> Path | None:
     """The export folder inside an export / MLflow model folder, or None."""
     folder = Path(folder)
     for candidate in (folder, folder / "artifacts" / EXPORT_ARTIFACT_KEY):
-        if (candidate / CONFIG_NAME).is_file():
+        if (candidate / CONFIG_NAME).is_file() or (candidate / TRANSLATOR_CONFIG_NAME).is_file():
             return candidate
     return None
 

@@ -1,9 +1,9 @@
 """HTTP endpoints for restoration: ``POST /inpaint`` and ``POST /upscale`` (``deploy.restore``).
 
-Mounted into the generator server (``GeneratorServer(..., routers=(restore_router(g),))``, as
-``ganforge serve`` does). Requests are JSON validated by pydantic like ``/generate`` (unknown
-keys, wrong types and out-of-range values get a 4xx ``{"error": ...}``); images travel as
-base64-encoded PNGs:
+Mounted into the generator server (``GeneratorServer(..., routers=(restore_router(g),))``;
+``ganforge serve`` mounts it through ``deploy.serve.EXTRA_ROUTERS``). Requests are JSON
+validated by pydantic like ``/generate`` (unknown keys, wrong types and out-of-range values get a
+4xx ``{"error": ...}``); images travel as base64-encoded PNGs:
 
 - ``/inpaint``: ``{"image": b64png, "mask": b64png, "steps": 200, "feather": 1.5,
   "label": 3, "format": "png" | "base64"}``; image at the model's resolution, mask the same size
@@ -158,3 +158,8 @@ def restore_router(generator: LoadedGenerator, max_steps: int = 1000) -> APIRout
 
 def _labels(request: _Restore):
     return None if request.label is None else [request.label]
+
+
+def serve_router(generator: LoadedGenerator, config) -> APIRouter:
+    """``deploy.serve.EXTRA_ROUTERS`` entry: /inpaint and /upscale in ``ganforge serve``."""
+    return restore_router(generator)

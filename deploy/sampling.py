@@ -11,8 +11,8 @@ everywhere. The pyfunc ships a copy of this file with ``training/networks`` (see
 - Output: ``(img * 127.5 + 128).clamp(0, 255)`` as uint8, NHWC.
 - Batches: the generator always runs on exactly ``batch_size`` rows (``BATCH`` by default), the
   last chunk padded, because float kernels (BLAS, oneDNN, cuDNN) pick their blocking and
-  reduction order from the batch size: at 32 px, 19 of 128 images moved by one level between
-  batch 1 and batch 128. With a fixed shape an image depends only on its own latent, not on
+  reduction order from the batch size: at 32 px, 16 of 128 images moved by one level between
+  batch 1 and batch 128 (benchmarks/bench_batching.py). With a fixed shape an image depends only on its own latent, not on
   which other images share its batch or where it sits (checked by tests/unit/deploy).
 """
 

@@ -47,6 +47,12 @@ from .service import (
     run_blocking,
 )
 
+EXTRA_ROUTERS: tuple[str, ...] = ("deploy.restore_routes:serve_router",)
+"""Endpoints served next to /generate for the same generator by ``ganforge serve``: each entry
+``"module:function"``, the function taking (LoadedGenerator, ServeConfig) -> APIRouter (e.g.
+/inpaint, /upscale). Add one line per module; the function builds its router as
+``generator_router`` does (pydantic model, ``require_json``, ``admitted``, ``run_blocking``)."""
+
 MAX_LIST = 4096  # longest seeds/labels list the request model accepts (max_images is lower)
 
 Seed = Annotated[int, Field(ge=0, le=sampling.MAX_SEED)]
@@ -123,6 +129,10 @@ class BatchingWorker:
         self, z: np.ndarray, c: np.ndarray | None, psi: float, noise_mode: str
     ) -> np.ndarray:
         return self.submit_async(z, c, psi, noise_mode).result()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
 
     def close(self) -> None:
         """Finish the queued jobs, then stop the thread."""
@@ -251,6 +261,17 @@ def generator_router(
     return router
 
 
+def extra_routers(generator: LoadedGenerator, config: ServeConfig) -> list[APIRouter]:
+    """The routers of ``EXTRA_ROUTERS`` for this generator."""
+    import importlib
+
+    routers = []
+    for entry in EXTRA_ROUTERS:
+        module, _, function = entry.partition(":")
+        routers.append(getattr(importlib.import_module(module), function)(generator, config))
+    return routers
+
+
 class GeneratorServer(Service):
     """``Service`` serving one LoadedGenerator (``ganforge serve``; ``start()`` in tests)."""
 
@@ -289,6 +310,7 @@ class GeneratorServer(Service):
             config,
             title="ganforge generator",
             description=f"{generator!r}",
+            ready=lambda: self.worker.alive,
             on_shutdown=[lambda: self.worker.close()],
         )
         self.worker = BatchingWorker(

@@ -32,14 +32,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import signal
-import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import uvicorn
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
@@ -47,7 +44,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from .metrics import Metrics
-from .uvicorn_server import DrainingServer, TimedH11Protocol, bind_socket
+from .uvicorn_server import Service as Service  # re-exported: runs create_app's apps
 
 BODY_METHODS = ("POST", "PUT", "PATCH")
 
@@ -346,76 +343,3 @@ class _Guard:
             return await receive()
 
         return replay
-
-
-# -- running it ------------------------------------------------------------------------------
-class Service:
-    """An app bound to ``config.host:config.port`` and run by uvicorn with the limits above."""
-
-    def __init__(self, app: FastAPI, config: ServeConfig) -> None:
-        self.app = app
-        self.config = config
-        self.socket = bind_socket(config.host, config.port, config.backlog)
-        protocol = type(
-            "TimedH11Protocol",
-            (TimedH11Protocol,),
-            {"read_timeout_s": config.read_timeout_s, "metrics": app.state.metrics},
-        )
-        self.server = DrainingServer(
-            uvicorn.Config(
-                app,
-                http=protocol,
-                lifespan="on",
-                limit_concurrency=config.max_connections,
-                backlog=config.backlog,
-                timeout_keep_alive=max(1, math.ceil(config.keep_alive_s)),
-                timeout_graceful_shutdown=max(1, math.ceil(config.drain_timeout_s)),
-                h11_max_incomplete_event_size=config.max_header_bytes,
-                log_level="warning",
-                access_log=False,
-            ),
-            app,
-        )
-        self._thread: threading.Thread | None = None
-
-    @property
-    def address(self) -> tuple[str, int]:
-        return self.socket.getsockname()[:2]
-
-    @property
-    def url(self) -> str:
-        host, port = self.address
-        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
-
-    def serve_forever(self) -> None:
-        """Serve in this (main) thread until SIGTERM/SIGINT, then drain and return."""
-        in_main = threading.current_thread() is threading.main_thread()
-        # uvicorn re-raises the signal that stopped it once it has drained; a no-op SIGTERM
-        # handler makes that a normal return (exit 0) instead of death by signal.
-        previous = signal.signal(signal.SIGTERM, lambda *_: None) if in_main else None
-        try:
-            self.server.run(sockets=[self.socket])
-        finally:
-            if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
-            self.socket.close()
-
-    def start(self, timeout_s: float = 30.0) -> Service:
-        """Serve on a background thread (tests, notebooks); ``close()`` drains and stops it."""
-        self._thread = threading.Thread(
-            target=self.server.run, kwargs={"sockets": [self.socket]}, name="http", daemon=True
-        )
-        self._thread.start()
-        deadline = time.monotonic() + timeout_s
-        while not self.server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError(f"the server on {self.url} did not start")
-            time.sleep(0.01)
-        return self
-
-    def close(self) -> None:
-        self.app.state.draining = True
-        self.server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout=self.config.drain_timeout_s + 10)
-        self.socket.close()

@@ -1,4 +1,5 @@
-"""uvicorn pieces of the HTTP service: a read deadline for requests, drain state, the socket.
+"""uvicorn pieces of the HTTP service: a read deadline for requests, drain state, the socket,
+and ``Service``, which runs an app from ``deploy.service.create_app`` with them.
 
 uvicorn times out idle keep-alive connections but not a request that arrives slowly or stalls
 half-way (its h11 protocol waits forever, holding the connection); ``TimedH11Protocol`` closes a
@@ -9,14 +10,23 @@ its first byte or after the connection opened.
 from __future__ import annotations
 
 import asyncio
+import math
+import signal
 import socket
-from typing import Any
+import threading
+import time
+from typing import TYPE_CHECKING, Any
 
 import h11
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from .metrics import Metrics
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from .service import ServeConfig
 
 
 class TimedH11Protocol(H11Protocol):
@@ -90,3 +100,75 @@ def bind_socket(host: str, port: int, backlog: int = 2048) -> socket.socket:
         ) from None
     sock.listen(backlog)
     return sock
+
+
+class Service:
+    """An app bound to ``config.host:config.port`` and run by uvicorn with ``ServeConfig``'s limits."""
+
+    def __init__(self, app: FastAPI, config: ServeConfig) -> None:
+        self.app = app
+        self.config = config
+        self.socket = bind_socket(config.host, config.port, config.backlog)
+        protocol = type(
+            "TimedH11Protocol",
+            (TimedH11Protocol,),
+            {"read_timeout_s": config.read_timeout_s, "metrics": app.state.metrics},
+        )
+        self.server = DrainingServer(
+            uvicorn.Config(
+                app,
+                http=protocol,
+                lifespan="on",
+                limit_concurrency=config.max_connections,
+                backlog=config.backlog,
+                timeout_keep_alive=max(1, math.ceil(config.keep_alive_s)),
+                timeout_graceful_shutdown=max(1, math.ceil(config.drain_timeout_s)),
+                h11_max_incomplete_event_size=config.max_header_bytes,
+                log_level="warning",
+                access_log=False,
+            ),
+            app,
+        )
+        self._thread: threading.Thread | None = None
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return self.socket.getsockname()[:2]
+
+    @property
+    def url(self) -> str:
+        host, port = self.address
+        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+    def serve_forever(self) -> None:
+        """Serve in this (main) thread until SIGTERM/SIGINT, then drain and return."""
+        in_main = threading.current_thread() is threading.main_thread()
+        # uvicorn re-raises the signal that stopped it once it has drained; a no-op SIGTERM
+        # handler makes that a normal return (exit 0) instead of death by signal.
+        previous = signal.signal(signal.SIGTERM, lambda *_: None) if in_main else None
+        try:
+            self.server.run(sockets=[self.socket])
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+            self.socket.close()
+
+    def start(self, timeout_s: float = 30.0) -> Service:
+        """Serve on a background thread (tests, notebooks); ``close()`` drains and stops it."""
+        self._thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": [self.socket]}, name="http", daemon=True
+        )
+        self._thread.start()
+        deadline = time.monotonic() + timeout_s
+        while not self.server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"the server on {self.url} did not start")
+            time.sleep(0.01)
+        return self
+
+    def close(self) -> None:
+        self.app.state.draining = True
+        self.server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=self.config.drain_timeout_s + 10)
+        self.socket.close()

@@ -2,8 +2,13 @@
 
 Each subcommand lives in ``pipeline/commands/<name>.py`` with ``add_arguments(parser)`` and
 ``main(args) -> int``. User mistakes (bad config keys/values, missing files, malformed
-manifests or exports) are printed as one line naming the culprit; set GANFORGE_DEBUG=1 for the
-traceback.
+manifests or exports, an unreachable tracking server) are printed as one line naming the
+culprit; set GANFORGE_DEBUG=1 for the traceback.
+
+Exit codes: 0 success; 2 user error; 3 training diverged (non-finite loss); 75 training
+interrupted by SIGTERM/SIGINT after saving a checkpoint (EX_TEMPFAIL: run the same command again
+to resume; SLURM requeues on it); 130 Ctrl-C outside training. docs/failure-modes.md lists what
+ganforge does on each fault and what to do next.
 """
 
 from __future__ import annotations
@@ -38,6 +43,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "serve": ("pipeline.commands.serve", "serve a generator over HTTP (POST /generate)"),
     "export": ("pipeline.commands.export", "export a generator to ONNX or TorchScript"),
+    "tracking": (
+        "pipeline.commands.tracking",
+        "send a run's pending MLflow records (tracking sync)",
+    ),
+    "translate": (
+        "pipeline.commands.translate",
+        "translate images with a translator (CycleGAN): files/folders -> PNGs",
+    ),
     "project": ("pipeline.commands.project", "find the latent of an image (GAN inversion)"),
     "inpaint": ("pipeline.commands.inpaint", "fill a masked region of an image"),
     "upscale": ("pipeline.commands.upscale", "super-resolve an image (PULSE-style)"),
@@ -69,12 +82,18 @@ def build_parser() -> argparse.ArgumentParser:
 def _is_user_error(exc: BaseException) -> bool:
     # Config/manifest/export/data errors subclass ValueError and carry a message that names the
     # key, file or value; missing files are user errors too.
-    return isinstance(exc, (ValueError, FileNotFoundError, PermissionError, IsADirectoryError))
+    return isinstance(
+        exc,
+        (ValueError, FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError),
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from training.tracking import fail_fast_defaults
+
+    fail_fast_defaults()  # an unreachable tracking server: an error in seconds, not minutes
     try:
         code = int(args._main(args) or 0)
     except KeyboardInterrupt:

@@ -16,13 +16,14 @@ import yaml
 from data_prep.config import PrepConfig
 from training.augment import AugmentConfig
 from training.data import DataConfig
+from training.families.cyclegan import CycleGANConfig
 from training.growth import GrowthConfig
 from training.losses import LossConfig
 from training.metrics import EvalConfig
 from training.networks.config import ModelConfig
 from training.networks.export import atomic_write
 from training.tracking import TrackingConfig
-from training.trainer import TrainConfig
+from training.train_config import TrainConfig
 
 from .configtools import ConfigError, apply_overrides, deep_merge, from_dict, read_yaml, to_dict
 
@@ -45,6 +46,8 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    cyclegan: CycleGANConfig = field(default_factory=CycleGANConfig)
+    """Two-domain translation (model.family: cyclegan): domains, loss weights, image pools."""
 
     def __post_init__(self) -> None:
         if not self.name or "/" in self.name:

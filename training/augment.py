@@ -7,12 +7,18 @@
   and appendix B): every op is applied per sample with probability p (times its multiplier). The
   geometric ops (x-flip, 90-degree rotation, integer translation, isotropic scale, rotation,
   anisotropic scale, fractional translation) are composed into ONE 3x3 matrix per sample and
-  executed as a single reflect-padded bilinear warp (``kornia.geometry.transform.warp_affine``),
-  the color ops (brightness, contrast, luma flip, hue, saturation) into ONE 4x4 color matrix, as
-  NVlabs does: one interpolation instead of seven, and distributions exactly as the paper's.
-  Differences from NVlabs: no 2x supersampling with the sym6 wavelet around the warp, and no
-  image-space filtering / noise ops (pipelines ``f``, ``n``).
-- :class:`AdaController`: the adaptive-p heuristic r_t = E[sign(D(real))] (ADA eq. 1).
+  executed as a single reflect-padded warp, the color ops (brightness, contrast, luma flip, hue,
+  saturation) into ONE 4x4 color matrix, as NVlabs does: one interpolation instead of seven, and
+  distributions exactly as the paper's. With any general geometric op (``g``) the warp runs
+  alias-free at 2x with the sym6 wavelet (:mod:`training.warp`, as NVlabs); a blit-only pipeline
+  (``b``) warps at 1x, where its ops are exact pixel moves. Not implemented: the image-space
+  filtering / noise ops (pipelines ``f``, ``n``).
+- :class:`AdaController`: the adaptive-p heuristic r_t = E[sign(D(real))] (ADA eq. 1), with p a
+  0-dim tensor on the training device.
+
+Nothing here waits for the device: p may be a device tensor, every matrix and constant is built
+on the images' device, and the controller updates p with tensor ops (read it on the host once
+per tick with :meth:`AdaController.p_value`).
 
 All functions are differentiable wrt the images (including double backward, for R1 through the
 augmentation), keep shape and dtype, work on images in [-1, 1], and are the exact identity at
@@ -27,8 +33,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
-from kornia.geometry.transform import warp_affine
 from torch import nn
+
+from .warp import warp_centred
 
 
 @dataclass(kw_only=True)
@@ -245,7 +252,7 @@ def _geometric_matrix(
     n: int,
     h: int,
     w: int,
-    p: torch.Tensor,
+    p: float | torch.Tensor,
     ops: frozenset[str],
     like: torch.Tensor,
     gen: torch.Generator | None,
@@ -272,7 +279,10 @@ def _geometric_matrix(
         G = _scale2d(s, s) @ G
     # Rotation happens before and after the anisotropic scale, each with p_rot such that
     # P(pre or post) = p (ADA appendix B).
-    p_rot = 1 - torch.sqrt((1 - p).clamp(0, 1))
+    if torch.is_tensor(p):
+        p_rot = 1 - torch.sqrt((1 - p).clamp(0, 1))
+    else:
+        p_rot = 1 - math.sqrt(min(max(1 - p, 0.0), 1.0))
     if "rotate" in ops:
         theta = (_rand([n], like, gen) * 2 - 1) * math.pi * ROTATE_MAX
         G = _rotate2d(_where(_rand([n], like, gen) < p_rot, theta, 0)) @ G
@@ -293,7 +303,7 @@ def _geometric_matrix(
 def _color_matrix(
     n: int,
     channels: int,
-    p: torch.Tensor,
+    p: float | torch.Tensor,
     ops: frozenset[str],
     like: torch.Tensor,
     gen: torch.Generator | None,
@@ -302,7 +312,8 @@ def _color_matrix(
     eye = torch.eye(4, device=like.device)
     C = eye.expand(n, 4, 4)
     zero, one = torch.zeros([n], device=like.device), torch.ones([n], device=like.device)
-    v = torch.tensor([1.0, 1.0, 1.0, 0.0], device=like.device) / math.sqrt(3)  # luma axis
+    # Luma axis (1, 1, 1, 0) / sqrt(3), built on the device (no host-to-device copy).
+    v = torch.cat([torch.full([3], 1 / math.sqrt(3), device=like.device), zero.new_zeros(1)])
     vv = torch.outer(v, v)
     if "brightness" in ops:
         b = _randn([n], like, gen) * BRIGHTNESS_STD
@@ -341,29 +352,6 @@ def _color_matrix(
     return C
 
 
-def warp_centred(images: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
-    """Warp images [N, C, H, W] by forward transforms [N, 3, 3] given in pixel units about the
-    image centre; bilinear, reflect padding.
-
-    Centred coords are moved to kornia's top-left pixel coords; ``warp_affine`` takes the forward
-    map and samples with its inverse. "reflection" with align_corners=True reflects about the
-    border pixel centres, i.e. NVlabs' ``F.pad(mode="reflect")``.
-    """
-    n, _, h, w = images.shape
-    full = functools.partial(torch.full, [n], device=images.device)
-    centre = _translate2d(full((w - 1) / 2), full((h - 1) / 2))
-    uncentre = _translate2d(full(-(w - 1) / 2), full(-(h - 1) / 2))
-    M = (centre @ matrix.to(centre.dtype) @ uncentre)[:, :2, :]
-    return warp_affine(
-        images,
-        M.to(images.dtype),
-        dsize=(h, w),
-        mode="bilinear",
-        padding_mode="reflection",
-        align_corners=True,
-    )
-
-
 def ada_augment(
     images: torch.Tensor,
     p: float | torch.Tensor,
@@ -372,8 +360,10 @@ def ada_augment(
 ) -> torch.Tensor:
     """ADA augmentation: images [N, C, H, W] in [-1, 1] -> same shape/dtype.
 
-    p: augmentation probability in [0, 1] (float or 0-dim tensor; a tensor avoids recompiles
-    under ``torch.compile`` as p changes). At a Python ``p == 0`` the input is returned as is.
+    p: augmentation probability in [0, 1]: a float or a 0-dim tensor on the images' device (the
+    controller's p; no host sync, no recompile under ``torch.compile`` as p changes). At a Python
+    ``p == 0`` the input is returned as is; at a tensor p = 0 the output equals the input exactly
+    (every sample that draws no op is passed through untouched).
     generator: optional ``torch.Generator`` on the images' device, for reproducible draws.
     """
     if not torch.is_tensor(p) and p == 0:
@@ -390,15 +380,21 @@ def _ada_augment(
     if not torch.is_tensor(p) and p == 0:
         return images
     n, channels, h, w = images.shape
-    p = torch.as_tensor(p, dtype=torch.float32, device=images.device)
     out = images
 
     if ops & {*BLIT, *GEOM}:
         G = _geometric_matrix(n, h, w, p, ops, images, generator)
-        out = warp_centred(out, G)
+        # Alias-free 2x warp when general geometric ops are on; blits alone land on pixel
+        # centres, where the 1x warp is exact. Warped in float32 (the grid needs the precision).
+        warped = warp_centred(out.float(), G, antialias=bool(ops & set(GEOM))).to(out.dtype)
+        untouched = (G == torch.eye(3, device=G.device)).flatten(1).all(dim=1)
+        out = torch.where(untouched[:, None, None, None], out, warped)
 
     if ops & set(COLOR):
-        C = _color_matrix(n, channels, p, ops, images, generator).to(out.dtype)
+        C = _color_matrix(n, channels, p, ops, images, generator)
+        untouched = (C == torch.eye(4, device=C.device)).flatten(1).all(dim=1)
+        C = C.to(out.dtype)
+        before = out
         flat = out.reshape(n, channels, h * w)
         if channels == 3:
             flat = C[:, :3, :3] @ flat + C[:, :3, 3:]
@@ -407,6 +403,7 @@ def _ada_augment(
             C1 = C[:, :3, :].mean(dim=1, keepdim=True)  # [N, 1, 4]
             flat = flat * C1[:, :, :3].sum(dim=2, keepdim=True) + C1[:, :, 3:]
         out = flat.reshape(n, channels, h, w)
+        out = torch.where(untouched[:, None, None, None], before, out)
 
     if "cutout" in ops:
         size = _where(
@@ -466,72 +463,90 @@ def augment(
 class AdaController:
     """Adaptive p (ADA sec. 3): r_t = E[sign(D(real))], p moves towards keeping r_t at target.
 
-    Usage in the trainer (the controller never talks to other processes):
+    The single owner of p: a 0-dim float32 tensor on the training device, updated in place with
+    tensor ops (no host sync), so whoever holds ``ada.p`` always sees the current value. Usage in
+    the trainer (the controller never talks to other processes):
 
+        ada = AdaController.from_config(cfg.augment, device=device)
+        images = augment(images, cfg.augment, ada.p)  # every D call
         ada.accumulate(real_logits)            # every D step, on the (augmented) reals' logits
         if d_steps % ada.interval == 0:
-            stats = ada.pending()              # tensor [sum of signs, count]; all-reduce(SUM) it
+            stats = ada.pending()              # device tensor [sum of signs, count]; all-reduce(SUM)
             ada.update(stats)                  # moves p, clears the accumulators
+        log(p=ada.p_value())                   # once per tick: the one host read
 
     Each update moves p by ``sign(r_t - target) * images / (ada_kimg * 1000)``, where images is
     the (global) number of reals accumulated since the last update, i.e. batch * interval, so p
-    can go from 0 to 1 in ada_kimg thousand images. p stays in [0, 1].
+    can go from 0 to 1 in ada_kimg thousand images. p stays in [0, 1]. All arithmetic is float32
+    on the device; the sums are of +-1 and counts, exact below 2**24 images per update.
     """
 
     def __init__(
-        self, target: float = 0.6, ada_kimg: float = 500.0, interval: int = 4, p: float = 0.0
+        self,
+        target: float = 0.6,
+        ada_kimg: float = 500.0,
+        interval: int = 4,
+        p: float = 0.0,
+        device: torch.device | str | None = None,
     ) -> None:
         self.target, self.ada_kimg, self.interval = float(target), float(ada_kimg), int(interval)
-        self.p = float(p)
-        self._sum: torch.Tensor | None = (
-            None  # sum of sign(real_logits), float64, on the logits' device
-        )
-        self._count: torch.Tensor | None = None
-        self.last_rt: float | None = None  # r_t of the last update (for logging)
+        self.p = torch.full([], float(p), dtype=torch.float32, device=device)
+        self._stats = torch.zeros(2, dtype=torch.float32, device=device)  # [sum of signs, count]
+        self._rt = torch.full([], float("nan"), dtype=torch.float32, device=device)
 
     @classmethod
-    def from_config(cls, cfg: AugmentConfig) -> AdaController:
-        return cls(target=cfg.target, ada_kimg=cfg.ada_kimg, interval=cfg.interval, p=cfg.p)
+    def from_config(
+        cls, cfg: AugmentConfig, device: torch.device | str | None = None
+    ) -> AdaController:
+        return cls(
+            target=cfg.target, ada_kimg=cfg.ada_kimg, interval=cfg.interval, p=cfg.p, device=device
+        )
+
+    def to(self, device: torch.device | str) -> AdaController:
+        """Move p and the accumulators (once, at setup: a copy)."""
+        self.p = self.p.to(device)
+        self._stats, self._rt = self._stats.to(device), self._rt.to(device)
+        return self
 
     @torch.no_grad()
     def accumulate(self, real_logits: torch.Tensor) -> None:
-        """Add sign(real_logits) [N, 1] to the running sums (no host sync)."""
+        """Add sign(real_logits) [N, 1] to the running sums (device ops only)."""
         signs = real_logits.detach().float().sign()
-        total = signs.sum().double()
-        count = torch.tensor(float(signs.numel()), dtype=torch.float64, device=signs.device)
-        self._sum = total if self._sum is None else self._sum + total
-        self._count = count if self._count is None else self._count + count
+        self._stats += torch.stack([signs.sum(), torch.ones_like(signs).sum()])
 
     def pending(self) -> torch.Tensor:
-        """-> float64 tensor [sum_sign, count] of this process since the last update."""
-        if self._sum is None:
-            return torch.zeros(2, dtype=torch.float64)
-        return torch.stack([self._sum, self._count])
+        """-> float32 device tensor [sum_sign, count] of this process since the last update."""
+        return self._stats.clone()
 
-    def update(self, summed_stats: torch.Tensor | None = None) -> float:
-        """Move p from ``summed_stats`` ([sum_sign, count] over all processes; default: the local
-        :meth:`pending`) and clear the accumulators. Returns the new p."""
-        stats = self.pending() if summed_stats is None else summed_stats
-        total, count = (float(v) for v in stats.detach().double().cpu())
-        self._sum = self._count = None
-        if count <= 0:
-            return self.p
-        self.last_rt = total / count
-        step = (
-            math.copysign(1.0, self.last_rt - self.target) if self.last_rt != self.target else 0.0
-        )
-        self.p = min(max(self.p + step * count / (self.ada_kimg * 1000), 0.0), 1.0)
+    @torch.no_grad()
+    def update(self, summed_stats: torch.Tensor | None = None) -> torch.Tensor:
+        """Move p from ``summed_stats`` ([sum_sign, count] over all processes, on p's device;
+        default: the local :meth:`pending`) and clear the accumulators. Returns ``self.p``."""
+        stats = self._stats if summed_stats is None else summed_stats.to(self._stats.dtype)
+        total, count = stats[0], stats[1]
+        # sign(r_t - target) without dividing: 0 when nothing was accumulated (count = 0).
+        step = torch.sign(total - self.target * count) * count / (self.ada_kimg * 1000)
+        self._rt = torch.where(count > 0, total / count.clamp(min=1), self._rt)
+        self.p.copy_((self.p + step).clamp(0, 1))
+        self._stats.zero_()
         return self.p
 
+    def p_value(self) -> float:
+        """p as a float, for logging (a host read: once per tick)."""
+        return float(self.p)
+
+    @property
+    def last_rt(self) -> float | None:
+        """r_t of the last update with data (a host read, for logging); None before any."""
+        rt = float(self._rt)
+        return None if math.isnan(rt) else rt
+
     def state_dict(self) -> dict[str, float]:
-        """Plain floats (p and the pending sums), so that p survives checkpoints exactly."""
-        total, count = (float(v) for v in self.pending().cpu())
-        return {"p": self.p, "pending_sum": total, "pending_count": count}
+        """Plain floats (p and the pending sums; float32 values, so they survive JSON exactly)."""
+        total, count = (float(v) for v in self._stats.cpu())
+        return {"p": float(self.p), "pending_sum": total, "pending_count": count}
 
     def load_state_dict(self, state: dict[str, float]) -> None:
-        self.p = float(state["p"])
-        if state.get("pending_count", 0.0) > 0:
-            self._sum = torch.tensor(float(state["pending_sum"]), dtype=torch.float64)
-            self._count = torch.tensor(float(state["pending_count"]), dtype=torch.float64)
-        else:
-            self._sum = self._count = None
+        self.p.fill_(float(state["p"]))
+        self._stats[0] = float(state.get("pending_sum", 0.0))
+        self._stats[1] = float(state.get("pending_count", 0.0))

@@ -8,17 +8,26 @@ A checkpoint is a folder ``checkpoints/ckpt-<images_seen:012d>/`` holding
   ``torch.load(weights_only=True)``);
 - ``state.json``: counters and scalars (images_seen, step, augment p, ...), the world size it was
   saved with (informational: resuming on another world size is supported because all state is
-  global and every random stream is derived from counters), and the format version.
+  global and every random stream is derived from counters), and the format version;
+- ``checksums.json``: size and sha256 of every other file of the folder (any backend's files,
+  e.g. DeepSpeed's ``deepspeed/`` partitions), recorded at save time.
 
-The folder is assembled under a temporary name and renamed into place, so a checkpoint is either
-complete or absent, whatever kills the process.
+The folder is assembled under a temporary name (``.tmp-ckpt-*``, DeepSpeed: ``.staging-ckpt-*``)
+and renamed into place, so a checkpoint is either complete or absent whatever kills the process;
+a kill leaves only the temporary folder, removed by ``remove_stale_temp`` at the next start.
+Disks still fail and files get truncated or copied partially: ``verify_checkpoint`` checks a
+folder against its checksums before anything is loaded, and ``latest_valid_checkpoint`` falls
+back to the newest checkpoint that passes, warning which one was skipped and why.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +38,8 @@ from .networks.export import make_temp_dir, umask_modes
 
 FORMAT_VERSION = 1
 PREFIX = "ckpt-"
+CHECKSUMS = "checksums.json"
+TEMP_PREFIXES = (f".tmp-{PREFIX}", f".staging-{PREFIX}")
 
 
 class CheckpointError(ValueError):
@@ -78,6 +89,7 @@ def save_checkpoint(
         (tmp / "state.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
         if config_yaml is not None:
             (tmp / "config.yaml").write_text(config_yaml)
+        (tmp / CHECKSUMS).write_text(json.dumps(_checksums(tmp), indent=2, sort_keys=True))
         umask_modes(tmp)
         for f in tmp.rglob("*"):  # durable before the rename makes it visible
             if f.is_file():
@@ -92,22 +104,135 @@ def save_checkpoint(
     return final
 
 
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _checksums(folder: Path) -> dict[str, Any]:
+    files = sorted(f for f in folder.rglob("*") if f.is_file() and f.name != CHECKSUMS)
+    return {
+        "format_version": 1,
+        "files": {
+            f.relative_to(folder).as_posix(): {"size": f.stat().st_size, "sha256": _sha256(f)}
+            for f in files
+        },
+    }
+
+
+def verify_checkpoint(path: str | Path, *, hashes: bool = True) -> Path:
+    """Raise ``CheckpointError`` naming the first missing, truncated or altered file of the
+    checkpoint folder ``path`` (sizes, then sha256 with ``hashes``, against ``checksums.json``).
+    Checkpoints written before checksums existed get a structural check (state.json parses,
+    the safetensors header reads). -> ``path``."""
+    path = Path(path)
+    if not path.is_dir():
+        raise CheckpointError(
+            f"{path}: no such checkpoint folder; pass a folder under <run_dir>/checkpoints/"
+        )
+    listing = path / CHECKSUMS
+    if listing.is_file():
+        try:
+            files = json.loads(listing.read_text())["files"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise CheckpointError(f"{listing}: unreadable checksum list ({exc})") from None
+        for name, want in sorted(files.items()):
+            f = path / name
+            if not f.is_file():
+                raise CheckpointError(f"{f}: missing from the checkpoint")
+            size = f.stat().st_size
+            if size != want["size"]:
+                raise CheckpointError(
+                    f"{f}: {size} bytes, {want['size']} when saved (truncated or overwritten)"
+                )
+        if hashes:
+            for name, want in sorted(files.items()):
+                if _sha256(path / name) != want["sha256"]:
+                    raise CheckpointError(
+                        f"{path / name}: sha256 differs from the one recorded at save time"
+                    )
+    for required in ("state.json", "models.safetensors"):
+        if not (path / required).is_file():
+            raise CheckpointError(
+                f"{path} is not a complete ganforge checkpoint: {required} is missing"
+            )
+    if not listing.is_file():
+        try:
+            json.loads((path / "state.json").read_text())
+        except (OSError, ValueError) as exc:
+            raise CheckpointError(f"{path / 'state.json'}: not valid JSON ({exc})") from None
+        try:
+            from safetensors import safe_open
+
+            with safe_open(str(path / "models.safetensors"), framework="pt") as f:
+                f.keys()
+        except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
+            raise CheckpointError(
+                f"{path / 'models.safetensors'}: unreadable ({str(exc).splitlines()[0]})"
+            ) from None
+    return path
+
+
 def list_checkpoints(root: str | Path) -> list[Path]:
     """Complete checkpoints under ``root``, oldest first."""
+    return [p for p in _checkpoint_folders(root) if (p / "state.json").is_file()]
+
+
+def _checkpoint_folders(root: str | Path) -> list[Path]:
     root = Path(root)
     if not root.is_dir():
         return []
-    found = [
-        p
-        for p in root.iterdir()
-        if p.is_dir() and p.name.startswith(PREFIX) and (p / "state.json").is_file()
-    ]
+    found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith(PREFIX)]
     return sorted(found, key=lambda p: p.name)
 
 
 def latest_checkpoint(root: str | Path) -> Path | None:
     found = list_checkpoints(root)
     return found[-1] if found else None
+
+
+def latest_valid_checkpoint(
+    root: str | Path, warn: Callable[[str], None] | None = None
+) -> Path | None:
+    """The newest checkpoint under ``root`` that passes ``verify_checkpoint`` (None: there is
+    none). Each newer one that fails is reported through ``warn`` (default: a UserWarning)
+    with its reason; if every checkpoint fails, ``CheckpointError`` says so."""
+    found = _checkpoint_folders(root)  # a folder that lost state.json is reported too
+    bad: list[str] = []
+    for path in reversed(found):
+        try:
+            verify_checkpoint(path)
+        except CheckpointError as exc:
+            bad.append(path.name)
+            message = f"skipping corrupt checkpoint {path.name}: {exc}"
+            (warn or (lambda m: warnings.warn(m, stacklevel=3)))(message)
+            continue
+        if bad:
+            (warn or (lambda m: warnings.warn(m, stacklevel=3)))(
+                f"resuming from {path.name}, the newest valid checkpoint (corrupt: {', '.join(bad)})"
+            )
+        return path
+    if found:
+        raise CheckpointError(
+            f"{root}: all {len(found)} checkpoints are corrupt ({', '.join(bad)}); move them "
+            f"away, or set train.resume=null to start over"
+        )
+    return None
+
+
+def remove_stale_temp(root: str | Path) -> list[Path]:
+    """Delete the temporary folders (``.tmp-ckpt-*``, ``.staging-ckpt-*``) a killed save left
+    under ``root``; call at start on the main process, before any save. -> what was removed."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    stale = [p for p in root.iterdir() if p.is_dir() and p.name.startswith(TEMP_PREFIXES)]
+    for p in stale:
+        shutil.rmtree(p, ignore_errors=True)
+    return stale
 
 
 def prune_checkpoints(root: str | Path, keep: int) -> None:
@@ -127,18 +252,21 @@ def load_checkpoint(
 ):
     """Load weights into ``modules`` (strict) and state into ``optimizers`` (objects with
     ``load_state_dict``) -> (state.json dict, extra tensors[, raw optimizer state dicts])."""
-    path = Path(path)
-    if not (path / "state.json").is_file() or not (path / "models.safetensors").is_file():
-        raise CheckpointError(
-            f"{path} is not a complete ganforge checkpoint (needs state.json and "
-            f"models.safetensors); pass a folder under <run_dir>/checkpoints/"
-        )
-    state = json.loads((path / "state.json").read_text())
+    path = verify_checkpoint(path, hashes=False)  # sizes: cheap; callers verify hashes first
+    try:
+        state = json.loads((path / "state.json").read_text())
+    except ValueError as exc:
+        raise CheckpointError(f"{path / 'state.json'}: not valid JSON ({exc})") from None
     if state.get("format_version", 0) > FORMAT_VERSION:
         raise CheckpointError(
             f"{path}: checkpoint format {state['format_version']} is newer than this ganforge"
         )
-    tensors = load_file(str(path / "models.safetensors"), device="cpu")
+    try:
+        tensors = load_file(str(path / "models.safetensors"), device="cpu")
+    except Exception as exc:  # noqa: BLE001 - SafetensorError is not an Exception subclass we own
+        raise CheckpointError(
+            f"{path / 'models.safetensors'}: unreadable ({str(exc).splitlines()[0]})"
+        ) from None
     for name, module in modules.items():
         prefix = f"{name}."
         sub = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
@@ -151,7 +279,12 @@ def load_checkpoint(
             ) from None
     saved: dict[str, Any] = {}
     if optimizers or with_optimizers:
-        saved = torch.load(path / "optim.pt", map_location="cpu", weights_only=True)
+        try:
+            saved = torch.load(path / "optim.pt", map_location="cpu", weights_only=True)
+        except (OSError, RuntimeError, EOFError, ValueError) as exc:
+            raise CheckpointError(
+                f"{path / 'optim.pt'}: unreadable ({str(exc).splitlines()[0]})"
+            ) from None
         for name, opt in (optimizers or {}).items():
             if name in saved and hasattr(opt, "load_state_dict"):
                 opt.load_state_dict(saved[name])

@@ -84,19 +84,8 @@ class Distributed:
     def average_gradients(self, params: Iterable[torch.nn.Parameter]) -> None:
         """Mean of each gradient over ranks (one flattened all-reduce); NaN/Inf sanitised."""
         grads = [p.grad for p in params if p.grad is not None]
-        if not grads:
-            return
-        if self.world_size > 1:
-            flat = torch.cat([g.flatten() for g in grads])
-            torch_dist.all_reduce(flat)
-            flat /= self.world_size
-            offset = 0
-            for g in grads:
-                g.copy_(flat[offset : offset + g.numel()].view_as(g))
-                offset += g.numel()
-        for g in grads:
-            # as NVlabs: one bad sample must not poison the weights
-            torch.nan_to_num(g, nan=0.0, posinf=1e5, neginf=-1e5, out=g)
+        if grads:
+            reduce_flat(self, grads)
 
     def sum(self, tensor: torch.Tensor) -> torch.Tensor:
         if self.world_size > 1:
@@ -118,6 +107,10 @@ class Distributed:
             torch_dist.all_reduce(t, op=torch_dist.ReduceOp.MAX)
         return bool(t.item() > 0)
 
+    def stop_agreement(self) -> StopAgreement:
+        """A host-side, never-GPU-syncing agreement on "stop now" (signals); see the class."""
+        return StopAgreement(self)
+
     def broadcast_object(self, obj: object) -> object:
         if self.world_size == 1:
             return obj
@@ -137,6 +130,38 @@ class Distributed:
             AcceleratorState._reset_state(reset_partial_state=True)
 
 
+class StopAgreement:
+    """Agree on stopping (a signal on any rank) without ever waiting for the GPU.
+
+    Every step each rank posts its flag in an asynchronous all-reduce over a CPU (gloo) group
+    and reads the result of the previous step's post, so all ranks learn "someone wants to stop"
+    at the same step, one step late, and only host threads take part. Single process: the
+    local flag itself.
+    """
+
+    def __init__(self, dist: Distributed) -> None:
+        self.world_size = dist.world_size
+        self._group = torch_dist.new_group(backend="gloo") if self.world_size > 1 else None
+        self._buf = torch.zeros(1)
+        self._work = None
+
+    def poll(self, local_stop: bool) -> bool:
+        if self._group is None:
+            return local_stop
+        agreed = False
+        if self._work is not None:
+            self._work.wait()
+            agreed = self._buf.numpy()[0] > 0  # a CPU tensor: a host read, not a device sync
+        self._buf.fill_(1.0 if local_stop else 0.0)
+        self._work = torch_dist.all_reduce(self._buf, group=self._group, async_op=True)
+        return bool(agreed)
+
+    def close(self) -> None:
+        if self._work is not None:
+            self._work.wait()
+            self._work = None
+
+
 @contextlib.contextmanager
 def main_process_first(dist: Distributed) -> Iterator[None]:
     with dist.accelerator.main_process_first():
@@ -147,9 +172,72 @@ def main_process_first(dist: Distributed) -> Iterator[None]:
 # Optimizer steps: one "updater" per network, so the trainer reads the same for both backends.
 
 
+def reduce_flat(
+    dist: Distributed,
+    grads: list[torch.Tensor],
+    flags: torch.Tensor | None = None,
+    scaler: LossScaler | None = None,
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Average ``grads`` over ranks in place through ONE flattened buffer: all-reduce (when
+    world > 1), fp16 unscale + overflow check, and one ``nan_to_num`` (as NVlabs: a bad sample
+    must not poison the weights; +-inf -> +-1e5). ``flags`` (a small float tensor, e.g. "this
+    rank saw a non-finite loss") rides along in the same all-reduce and comes back summed over
+    ranks. -> (summed flags or None, fp16 overflow flag or None). No host sync."""
+    parts = [g.reshape(-1).float() for g in grads]
+    if flags is not None:
+        parts.append(flags.reshape(-1).float())
+    flat = torch.cat(parts)
+    if dist.world_size > 1:
+        torch_dist.all_reduce(flat)
+    n_flags = 0 if flags is None else flags.numel()
+    body = flat[: flat.numel() - n_flags]
+    summed_flags = flat[body.numel() :] if flags is not None else None
+    if dist.world_size > 1:
+        body /= dist.world_size
+    overflow = scaler.unscale_(body) if scaler is not None and scaler.enabled else None
+    torch.nan_to_num(body, nan=0.0, posinf=1e5, neginf=-1e5, out=body)
+    torch._foreach_copy_(
+        grads, [v.view_as(g) for v, g in zip(body.split([g.numel() for g in grads]), grads)]
+    )
+    return summed_flags, overflow
+
+
+class LossScaler:
+    """Dynamic fp16 loss scale kept on the device (GradScaler's arithmetic without its host
+    syncs): scale x2 after ``growth_interval`` clean steps, /2 on overflow; an overflowing
+    update is skipped (on the device) by the updater."""
+
+    def __init__(self, device: torch.device, enabled: bool, init_scale: float = 2.0**16) -> None:
+        self.enabled = enabled
+        self.scale = torch.full([], init_scale if enabled else 1.0, device=device)
+        self.growth_tracker = torch.zeros([], dtype=torch.int32, device=device)
+        self.growth_interval = 2000
+
+    def unscale_(self, flat: torch.Tensor) -> torch.Tensor:
+        found_inf = torch.zeros(1, device=flat.device)
+        torch._amp_foreach_non_finite_check_and_unscale_([flat], found_inf, self.scale.reciprocal())
+        torch._amp_update_scale_(
+            self.scale, self.growth_tracker, found_inf, 2.0, 0.5, self.growth_interval
+        )
+        return found_inf.reshape([]) > 0
+
+    def state_dict(self) -> dict:
+        return {"scale": float(self.scale), "growth_tracker": int(self.growth_tracker)}
+
+    def load_state_dict(self, state: dict) -> None:
+        if "scale" in state and self.enabled:
+            self.scale.fill_(float(state["scale"]))
+            self.growth_tracker.fill_(
+                int(state.get("growth_tracker", state.get("_growth_tracker", 0)))
+            )
+
+
 class Updater:
-    """Default backend: local gradient accumulation, one averaged all-reduce, Adam step
-    (fp16: a grad scaler per network). Equivalent to DDP, and exact across world sizes."""
+    """Default backend: local gradient accumulation, one flattened all-reduce (the mean over
+    ranks: equivalent to DDP, and exact across world sizes), non-finite gradients zeroed, and an
+    optimizer step that is *skipped on the device* when any rank saw a non-finite loss (or an
+    fp16 overflow): parameters and optimizer state are restored with ``torch.where``, so the
+    host never waits for the verdict."""
 
     sharded = False
 
@@ -157,23 +245,69 @@ class Updater:
         self, dist: Distributed, module: torch.nn.Module, optimizer: torch.optim.Optimizer
     ) -> None:
         self.dist, self.module, self.optimizer = dist, module, optimizer
-        self.scaler = torch.amp.GradScaler(dist.device.type, enabled=dist.mixed_precision == "fp16")
+        self.scaler = LossScaler(dist.device, enabled=dist.mixed_precision == "fp16")
 
     @property
     def param_groups(self) -> list[dict]:
         return self.optimizer.param_groups
 
+    def set_lr(self, lr: float) -> None:
+        for group in self.param_groups:
+            group["lr"] = lr
+
     def begin(self) -> None:
         self.optimizer.zero_grad(set_to_none=True)
 
     def backward(self, loss: torch.Tensor, accum: int) -> None:
-        self.scaler.scale(loss / accum).backward()
+        if self.scaler.enabled:
+            loss = loss * self.scaler.scale
+        (loss / accum).backward()
 
-    def finish(self) -> None:
-        self.scaler.unscale_(self.optimizer)
-        self.dist.average_gradients(self.module.parameters())
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
+    def finish(self, bad_loss: torch.Tensor | None = None) -> torch.Tensor:
+        """Average gradients and step. ``bad_loss``: 0-dim bool, this rank saw a non-finite
+        loss in this update. -> 0-dim bool on the device: the update was applied on every rank."""
+        params = [p for p in self.module.parameters() if p.grad is not None]
+        flag = (
+            torch.zeros(1, device=self.dist.device)
+            if bad_loss is None
+            else bad_loss.float().reshape(1)
+        )
+        if not params:
+            return torch.ones([], dtype=torch.bool, device=self.dist.device)
+        summed, overflow = reduce_flat(self.dist, [p.grad for p in params], flag, self.scaler)
+        ok = summed.reshape([]) == 0
+        if overflow is not None:
+            ok = ok & ~overflow
+        self._masked_step(params, ok)
+        return ok
+
+    def _masked_step(self, params: list[torch.nn.Parameter], ok: torch.Tensor) -> None:
+        if self.optimizer.defaults.get("fused"):
+            # fused Adam skips the whole update on the device when found_inf is set
+            self.optimizer.found_inf = (~ok).float().reshape([])
+            try:
+                self.optimizer.step()
+            finally:
+                del self.optimizer.found_inf
+            return
+        before = [p.detach().clone() for p in params]
+        state_before = [
+            (t, t.clone())
+            for p in params
+            for t in self.optimizer.state.get(p, {}).values()
+            if isinstance(t, torch.Tensor)
+        ]
+        known = {id(t) for t, _ in state_before}
+        self.optimizer.step()
+        with torch.no_grad():
+            for p, old in zip(params, before):
+                p.copy_(torch.where(ok, p, old))
+            for t, old in state_before:
+                t.copy_(torch.where(ok, t, old))
+            for p in params:  # state created by this (first) step: back to zeros when skipped
+                for t in self.optimizer.state.get(p, {}).values():
+                    if isinstance(t, torch.Tensor) and id(t) not in known:
+                        t.copy_(torch.where(ok, t, torch.zeros_like(t)))
 
     def state_dict(self) -> dict:
         return {"optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict()}
@@ -183,8 +317,15 @@ class Updater:
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
 
+    def save_sharded(self, folder: str, tag: str) -> None:
+        """Collective under a sharded backend (every rank writes its partition); no-op here:
+        the whole state is in :meth:`state_dict`."""
+
+    def load_sharded(self, folder: str, tag: str) -> None:
+        """Counterpart of :meth:`save_sharded` (no-op here)."""
+
     def reset_state(self) -> None:
-        """Forget Adam's moments (a fresh optimizer with the same hyper-parameters)."""
+        """Forget the optimizer's moments (a fresh optimizer with the same hyper-parameters)."""
         self.optimizer.state.clear()
 
 
@@ -271,6 +412,7 @@ class DeepSpeedUpdater(Updater):
             model=module, optimizer=optimizer, config=config, dist_init_required=False
         )
         self.accum = accum
+        self.scaler = LossScaler(dist.device, enabled=False)
 
     def set_accumulation(self, micro_batch: int, accum: int) -> None:
         if accum != self.accum:  # ProGAN: per-resolution batch sizes
@@ -285,8 +427,9 @@ class DeepSpeedUpdater(Updater):
         self.engine.backward(loss)  # divides by gradient_accumulation_steps itself
         self.engine.step()  # an optimizer update only at the accumulation boundary
 
-    def finish(self) -> None:
-        pass
+    def finish(self, bad_loss: torch.Tensor | None = None) -> torch.Tensor:
+        # the engine already stepped in backward(); DeepSpeed applies its own update rules
+        return torch.ones([], dtype=torch.bool, device=self.dist.device)
 
     def state_dict(self) -> dict:
         return {}  # partitioned: saved with save_sharded()

@@ -5,6 +5,9 @@
   Converge?", eq. 9) with lazy regularisation (StyleGAN2 sec. 3.1).
 - Path-length regularisation (StyleGAN2 sec. 3.2, eq. 4).
 - WGAN-GP (Gulrajani et al. 2017, eq. 3) with ProGAN's epsilon drift (Karras et al. 2018, A.1).
+- The classic losses: BCE (Goodfellow et al. 2014, eq. 1, with the saturating G loss as an
+  option), hinge (Lim & Ye 2017; Miyato et al. 2018, eq. 16-17) and least squares (Mao et al.
+  2017, "Least Squares Generative Adversarial Networks", eq. 2 with a=0, b=c=1).
 
 No ``.backward()``, no logging, no devices: each function returns a scalar tensor (batch mean) or a
 tuple of them; the trainer weights, sums, backpropagates and logs. Losses are computed in
@@ -24,8 +27,10 @@ import torch.nn.functional as F
 
 @dataclass(kw_only=True)
 class LossConfig:
-    kind: Literal["nonsaturating", "wgan-gp"] = "nonsaturating"
-    """nonsaturating logistic (StyleGAN2) or WGAN-GP with epsilon drift (ProGAN paper)."""
+    kind: Literal["nonsaturating", "wgan-gp", "bce", "hinge", "lsgan", "wgan"] = "nonsaturating"
+    """nonsaturating logistic (StyleGAN2) or WGAN-GP with epsilon drift (ProGAN paper); the
+    classic families (mlp, dcgan, wgan, wgan-gp) also take bce (= nonsaturating; see
+    g_saturating), hinge, lsgan and wgan (weight clipping, see clip)."""
     r1_gamma: float = 10.0
     """R1 weight gamma (0: no R1)."""
     r1_interval: int = 16
@@ -44,9 +49,21 @@ class LossConfig:
     """WGAN-GP gradient-penalty weight."""
     drift: float = 0.001
     """WGAN-GP epsilon drift weight on real logits squared."""
+    g_saturating: bool = False
+    """kind bce (classic families): G minimises the original saturating log(1 - D(G(z)))."""
+    clip: float = 0.01
+    """kind wgan: clamp every critic weight to +-clip after each critic update (0: off)."""
 
     def __post_init__(self) -> None:
-        for name in ("r1_gamma", "pl_weight", "pl_decay", "gp_lambda", "drift", "style_mixing"):
+        for name in (
+            "r1_gamma",
+            "pl_weight",
+            "pl_decay",
+            "gp_lambda",
+            "drift",
+            "style_mixing",
+            "clip",
+        ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}: must be >= 0, got {getattr(self, name)}")
         for name in ("r1_interval", "pl_interval", "pl_batch_shrink"):
@@ -190,3 +207,62 @@ def gradient_penalty(
 def epsilon_drift(real_logits: torch.Tensor, drift: float = 0.001) -> torch.Tensor:
     """ProGAN drift term ``epsilon * E[D(x)^2]`` (sec. A.1): keeps critic outputs near 0."""
     return drift * real_logits.float().square().mean()
+
+
+# --------------------------------------------------------------------------------------------
+# Classic losses (MLP GAN, DCGAN; LSGAN for CycleGAN). Logits in, scalar batch mean out.
+
+
+def d_bce_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """Discriminator BCE ``-E[log D(x)] - E[log(1 - D(G(z)))]`` with ``D = sigmoid(logits)``.
+
+    Goodfellow et al. 2014, eq. 1; the tutorial's ``BCELoss(D(x), 1) + BCELoss(D(G(z)), 0)``.
+    Computed from logits (BCE-with-logits: the same maths, stable for confident D), which is
+    exactly the logistic loss; one home for it, so this is ``d_logistic_loss``.
+    real_logits, fake_logits: [N, 1] -> scalar; each term is the mean over its own batch.
+    """
+    return d_logistic_loss(real_logits, fake_logits)
+
+
+def g_bce_loss(fake_logits: torch.Tensor, saturating: bool = False) -> torch.Tensor:
+    """Generator BCE loss. fake_logits: [N, 1] -> scalar.
+
+    ``saturating=False`` (default, the tutorial's): ``-E[log D(G(z))] = E[softplus(-logits)]``,
+    i.e. BCE against the "real" label (Goodfellow et al. 2014, sec. 3: strong gradients early).
+    ``saturating=True``: the original minimax objective ``E[log(1 - D(G(z)))]
+    = -E[softplus(logits)]``, which G minimises; its gradient vanishes when D rejects fakes.
+    """
+    if saturating:
+        return -F.softplus(fake_logits.float()).mean()
+    return g_nonsaturating_loss(fake_logits)
+
+
+def d_hinge_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """Discriminator hinge ``E[relu(1 - D(x))] + E[relu(1 + D(G(z)))]`` (Miyato et al. 2018, eq. 16)."""
+    return F.relu(1.0 - real_logits.float()).mean() + F.relu(1.0 + fake_logits.float()).mean()
+
+
+def g_hinge_loss(fake_logits: torch.Tensor) -> torch.Tensor:
+    """Generator hinge loss ``-E[D(G(z))]`` (Miyato et al. 2018, eq. 17)."""
+    return -fake_logits.float().mean()
+
+
+def d_lsgan_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """Least-squares D loss ``1/2 E[(D(x) - 1)^2] + 1/2 E[D(G(z))^2]`` (targets 1 / 0).
+
+    Mao et al. 2017, eq. 2 with b=1, a=0; the same as the CycleGAN code's
+    ``0.5 * (MSE(D(real), 1) + MSE(D(fake), 0))``. Raw outputs, no sigmoid.
+    real_logits: any shape (e.g. PatchGAN [N, 1, h, w]), fake_logits likewise -> scalar.
+    """
+    real = real_logits.float()
+    fake = fake_logits.float()
+    return 0.5 * (real - 1.0).square().mean() + 0.5 * fake.square().mean()
+
+
+def g_lsgan_loss(fake_logits: torch.Tensor) -> torch.Tensor:
+    """Least-squares G loss ``E[(D(G(z)) - 1)^2]`` (target c=1).
+
+    As the CycleGAN code (``MSE(D(G(x)), 1)``, weight 1 beside the cycle loss); Mao et al.'s
+    eq. 2 has a factor 1/2 here, a constant scale of the same objective.
+    """
+    return (fake_logits.float() - 1.0).square().mean()

@@ -1,155 +1,75 @@
-"""The GAN trainer: one readable ``fit()`` on Accelerate for the StyleGAN2 and ProGAN families.
+"""The GAN trainer: one readable ``fit()`` on Accelerate for every family (``training/family.py``).
 
-Per step (one global batch, as StyleGAN2-ADA's phases): G main -> G regularisation (path length,
-lazy) -> D main -> D regularisation (R1, lazy) -> EMA -> augment-p update; a tick line every
-``tick_kimg``; sample grids and checkpoints every few ticks. ProGAN runs through the same loop:
-the growth schedule turns ``images_seen`` into ``(resolution, alpha)``, passed to the networks and
-to the real-image downsampler.
+Per step: the family's phases (StyleGAN2: G main -> lazy path length -> D main -> lazy R1; a
+critic block repeated ``train.d_steps_per_g`` times), the family's end-of-step statistics, EMA
+copies, the ADA p update. Per tick (``train.tick_kimg``): the one host synchronisation
+(metrics, bad-step streak), the tick line, evaluation, sample grid, checkpoint.
 
-Reproducibility across world sizes and resumes: every random draw of a micro-batch (latents,
-noise, augmentation, style mixing) comes from a torch RNG reseeded from ``(seed, step, phase,
-global micro-batch index)``. A global batch is the same set of micro-batches whether it runs on
-one process with gradient accumulation or on many, and a resumed run continues the same streams
-from its counters.
+Reproducibility across world sizes and resumes: every random draw of a micro-batch comes from
+torch's RNG reseeded from ``(seed, step, phase, global micro-batch index)``; a global batch is the
+same set of micro-batches whether it runs on one process with gradient accumulation or on many,
+and a resumed run continues the same streams from its counters (``training/state.py``).
+
+Speed: no host synchronisation inside a tick (statistics stay on the device, a bad update is
+skipped on the device, stop signals are agreed between host threads); cudnn autotuning and TF32
+(``train.tf32``) on CUDA; fused Adam; ``train.compile`` compiles the main phases.
 """
 
 from __future__ import annotations
 
 import copy
-import json
-import math
 import resource
-import shutil
 import signal
-import subprocess
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 
 from data_prep.manifest import Manifest, load_manifest
 
 from . import augment as augment_lib
-from . import losses
-from .checkpoint import (
-    checkpoint_name,
-    latest_checkpoint,
-    load_checkpoint,
-    prune_checkpoints,
-    save_checkpoint,
-)
-from .data import build_loader, shard_warning, stable_seed
+from . import data as data_lib
+from . import networks as networks_lib
+from .checkpoint import latest_valid_checkpoint, remove_stale_temp, verify_checkpoint
 from .distributed import DeepSpeedUpdater, Distributed, Updater
 from .ema import ema_beta, update_ema
-from .growth import Phase, batch_for, downsample_reals, growth_phase, lr_for
-from .images import grid_array, grid_latents, save_curves, save_png, to_uint8
-from .metrics import evaluate, is_better
-from .networks import build_networks
-from .networks.export import atomic_write, save_export
-from .networks.stylegan2 import mix_styles
-from .tracking import Tracker
+from .families import get_family
+from .family import Batch, EvalContext
+from .metrics import is_better
+from .optim import build_optimizer, lazy_ratio
+from .runlog import RunLog
+from .state import TrainState, load_training, save_training
+from .steps import StepRunner
+from .train_config import TrainConfig
+
+Status = Literal["finished", "interrupted", "diverged"]
 
 
-@dataclass(kw_only=True)
-class TrainConfig:
-    total_kimg: float = 25000.0
-    """Training length in thousands of real images shown to D."""
-    batch: int = 32
-    """Global batch size (all processes and accumulation steps together)."""
-    batch_per_device: int | None = None
-    """Images per device per forward pass (None: batch / world size); smaller values use
-    gradient accumulation to reach ``batch``."""
-    lr_g: float = 0.002
-    """Generator Adam learning rate."""
-    lr_d: float = 0.002
-    """Discriminator Adam learning rate."""
-    betas: tuple[float, float] = (0.0, 0.99)
-    """Adam betas (before the lazy-regularisation correction)."""
-    eps: float = 1e-8
-    """Adam epsilon."""
-    ema_kimg: float = 10.0
-    """Half-life of the G_ema weights in kimg."""
-    ema_rampup: float | None = None
-    """EMA ramp-up: the half-life is at most images_seen * this (None: no ramp-up)."""
-    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
-    """Autocast precision (Accelerate); losses and regularisers stay in float32."""
-    seed: int = 0
-    """Global seed; every rank derives its own streams from it."""
-    tick_kimg: float = 4.0
-    """Progress line and metrics every this many kimg."""
-    snapshot_ticks: int = 50
-    """Sample grid every this many ticks (0: only at the end)."""
-    checkpoint_ticks: int = 50
-    """Full checkpoint every this many ticks (0: only at the end)."""
-    keep_checkpoints: int = 3
-    """Checkpoints kept on disk (older ones are deleted; 0: keep all)."""
-    resume: str | None = "auto"
-    """auto: continue from the latest checkpoint of this run dir if any; a checkpoint path; None: start fresh."""
-    grid_size: int = 64
-    """Images in the sample grid (fixed seeds 0..grid_size-1)."""
-    backend: Literal["ddp", "deepspeed"] = "ddp"
-    """Distributed backend: DDP (default) or DeepSpeed ZeRO (see docs/distributed.md)."""
-    zero_stage: Literal[1, 2] = 2
-    """DeepSpeed ZeRO stage (backend: deepspeed). ZeRO-3 is not supported (R1 needs the full D)."""
-    compile: bool = False
-    """torch.compile G and D."""
-    cpu: bool = False
-    """Force CPU even when a GPU is present."""
-
-    def __post_init__(self) -> None:
-        if self.total_kimg <= 0:
-            raise ValueError(f"total_kimg: must be positive, got {self.total_kimg}")
-        if self.batch <= 0:
-            raise ValueError(f"batch: must be a positive integer, got {self.batch}")
-        if self.batch_per_device is not None and self.batch_per_device <= 0:
-            raise ValueError(
-                f"batch_per_device: must be positive or null, got {self.batch_per_device}"
-            )
-        for name in ("lr_g", "lr_d", "tick_kimg", "ema_kimg"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name}: must be positive, got {getattr(self, name)}")
-        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
-            raise ValueError(f"betas: must be two numbers in [0, 1), got {list(self.betas)}")
-        for name in ("snapshot_ticks", "checkpoint_ticks", "keep_checkpoints", "grid_size"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name}: must be >= 0, got {getattr(self, name)}")
-        if self.ema_rampup is not None and self.ema_rampup <= 0:
-            raise ValueError(f"ema_rampup: must be positive or null, got {self.ema_rampup}")
+class TrainingError(RuntimeError):
+    """Training stopped abnormally (non-finite loss); the last good checkpoint is kept."""
 
 
-# ----------------------------------------------------------------------------------------------
-# Small helpers
+@dataclass
+class TrainResult:
+    run_dir: Path
+    export_dir: Path | None
+    images_seen: int
+    status: Status
+    mlflow_run_id: str | None = None
+    last_checkpoint: Path | None = None
+    grid_path: Path | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
 
 
-def _git_commit() -> str:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            cwd=Path(__file__).resolve().parent,
-        )
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def _peak_memory_gb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**30
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB (Linux)
-
-
-def _fmt_eta(seconds: float) -> str:
-    if not math.isfinite(seconds) or seconds < 0:
-        return "?"
-    h, rem = divmod(int(seconds), 3600)
-    return f"{h}:{rem // 60:02d}:{rem % 60:02d}"
+def configure_backends(tcfg: TrainConfig, device: torch.device) -> None:
+    """CUDA: cudnn autotuning (fixed shapes within a run) and the documented TF32 choice."""
+    if device.type != "cuda":
+        return
+    torch.backends.cudnn.benchmark = True
+    torch.backends.cuda.matmul.allow_tf32 = tcfg.tf32
+    torch.backends.cudnn.allow_tf32 = tcfg.tf32
 
 
 def _default_yaml(cfg: Any) -> str:
@@ -165,147 +85,175 @@ def _default_yaml(cfg: Any) -> str:
     return yaml.safe_dump(plain(asdict(cfg)), sort_keys=False)
 
 
-def _flatten(d: dict, prefix: str = "") -> dict:
-    out: dict = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
+def _peak_memory_gb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB (Linux)
 
 
-class TrainingError(RuntimeError):
-    """Training stopped abnormally (non-finite loss); the last good checkpoint is kept."""
+class Streams:
+    """One shard reader per data stream, rebuilt when the micro-batch geometry changes (start,
+    resume, ProGAN batch changes) at the current ``images_seen``."""
 
+    def __init__(self, manifests: dict[str, Manifest], cfg: Any, dist: Distributed) -> None:
+        self.manifests, self.cfg, self.dist = manifests, cfg, dist
+        self._key: tuple | None = None
+        self._iters: dict[str, Any] = {}
 
-@dataclass
-class TrainResult:
-    run_dir: Path
-    export_dir: Path | None
-    images_seen: int
-    status: Literal["finished", "interrupted", "diverged"]
-    mlflow_run_id: str | None = None
-    last_checkpoint: Path | None = None
-    grid_path: Path | None = None
-    metrics: dict[str, float] = field(default_factory=dict)
-
-
-# ----------------------------------------------------------------------------------------------
-# The trainer
+    def next(self, micro: int, accum: int, rounds: int, images_seen: int) -> list[list[dict]]:
+        """-> ``batches[round][micro-batch] = {stream: Batch}`` of this rank."""
+        if self._key != (micro, accum):
+            self._iters = {
+                name: iter(
+                    data_lib.build_loader(
+                        manifest,
+                        self.cfg.data,
+                        batch=micro,
+                        rank=self.dist.rank,
+                        world_size=self.dist.world_size,
+                        seed=self.cfg.train.seed
+                        if i == 0
+                        else data_lib.stable_seed(self.cfg.train.seed, "stream", name) % 2**31,
+                        micro_per_rank=accum,
+                        start_index=images_seen,
+                    )
+                )
+                for i, (name, manifest) in enumerate(self.manifests.items())
+            }
+            self._key = (micro, accum)
+        device = self.dist.device
+        out = []
+        for _ in range(rounds):
+            row = []
+            for _ in range(accum):
+                micro_batch = {}
+                for name, it in self._iters.items():
+                    images, labels = next(it)
+                    images = images.to(device, non_blocking=True).float() / 127.5 - 1.0
+                    micro_batch[name] = Batch(images, labels.to(device, non_blocking=True))
+                row.append(micro_batch)
+            out.append(row)
+        return out
 
 
 class Trainer:
     """Builds everything from the run config, then ``fit()`` runs the algorithm."""
 
     def __init__(self, cfg: Any, config_yaml: str | None = None) -> None:
-        self.cfg = cfg
-        self.tcfg: TrainConfig = cfg.train
+        self.cfg, self.tcfg = cfg, cfg.train
         self.config_yaml = config_yaml or _default_yaml(cfg)
         self.dist = Distributed(cpu=self.tcfg.cpu, mixed_precision=self.tcfg.mixed_precision)
         self.device = self.dist.device
+        configure_backends(self.tcfg, self.device)
         self.run_dir = Path(cfg.run_dir)
         self.ckpt_dir = self.run_dir / "checkpoints"
-        self.manifest: Manifest = load_manifest(cfg.manifest)
-        self.family = cfg.model.family
-        self.progressive = self.family == "progan"
-        self._build_networks()
-        self._build_optimizers()
-        self.aug_cfg = cfg.augment
-        self.ada = (
-            augment_lib.AdaController.from_config(cfg.augment)
-            if cfg.augment.mode == "ada"
-            else None
-        )
-        self.augment_p = cfg.augment.p
-        self.pl_mean = torch.zeros([], device=self.device)
-        w_dim = getattr(self.generator, "w_dim", 0)
-        self._w_stats = torch.zeros(w_dim + 1, device=self.device)
-        self.images_seen = 0
-        self.step = 0
-        self.tick = 0
-        self.mlflow_run_id: str | None = None
-        self.history: list[dict] = []
-        self._stop_signal: str | None = None
-        self._loader_key: tuple | None = None
-        self._loader_iter = None
-        self._opt_phase: int | None = None
-        self.tracker: Tracker | None = None
-        self.last_metrics: dict[str, float] = {}
-        self.best_metric: float | None = None
-
-    # -- construction -----------------------------------------------------------------------------
-    def _build_networks(self) -> None:
-        cfg, m = self.cfg, self.manifest
-        if cfg.model.conditional and m.num_classes == 0:
-            raise ValueError(
-                f"model.conditional: true needs a labelled dataset, but {m.location}/manifest.json "
-                f"has no classes; prep with labels or set model.conditional=false"
-            )
-        self.c_dim = m.num_classes if cfg.model.conditional else 0
+        family_cls = get_family(cfg.model.family)
+        self.manifests = {n: load_manifest(m) for n, m in family_cls.streams(cfg).items()}
+        for manifest in self.manifests.values():  # missing/short shards: one line, no work yet
+            data_lib.check_shards(manifest)
+        self.manifest = next(iter(self.manifests.values()))
         torch.manual_seed(self.tcfg.seed)  # identical initial weights on every rank
-        g, d, self.g_kwargs, self.d_kwargs = build_networks(
-            cfg.model, m.resolution, m.channels, self.c_dim
+        self.family = family_cls(cfg, self.manifests, self.device)
+        self._build_networks()
+        self._build_updaters()
+        self._build_augment()
+        self.state = TrainState(family=self.family.name, world_size=self.dist.world_size)
+        self.log = RunLog(cfg, is_main=self.dist.is_main, config_yaml=self.config_yaml)
+        self.streams = Streams(self.manifests, cfg, self.dist)
+        self.runner = StepRunner(
+            family=self.family,
+            cfg=cfg,
+            dist=self.dist,
+            nets=self.nets,
+            specs=self.specs,
+            updaters=self.updaters,
+            augment=self.augment,
+            report_real_logits=self.report_real_logits,
+            precision=self.precision,
         )
-        self.generator = g.to(self.device).train()
-        self.discriminator = d.to(self.device).train()
-        self.g_ema = copy.deepcopy(self.generator).eval().requires_grad_(False)
-        if self.tcfg.compile:
-            self.g_forward = torch.compile(self.generator)
-            self.d_forward = torch.compile(self.discriminator)
-        else:
-            self.g_forward, self.d_forward = self.generator, self.discriminator
+        self.total_images = int(self.tcfg.total_kimg * 1000)
+        self.last_metrics: dict[str, float] = {}
+        self._era: int | None = None
+        self._stop_signal: str | None = None
 
-    def _build_optimizers(self) -> None:
-        """Adam per network, with StyleGAN2's lazy-regularisation correction of lr and betas,
-        wrapped in the backend's updater (default: averaged all-reduce; or DeepSpeed ZeRO)."""
-        lcfg, t = self.cfg.loss, self.tcfg
-        g_interval = (
-            lcfg.pl_interval if (self.family == "stylegan2" and lcfg.pl_weight > 0) else None
+    # -- construction ----------------------------------------------------------------------------
+    def _build_networks(self) -> None:
+        """Networks on the device, their precision (contract: the networks cast their own
+        high-resolution blocks), and the EMA copies."""
+        self.specs = self.family.build_networks()
+        set_precision = getattr(networks_lib, "set_precision", None)
+        # Until the networks support set_precision, reduced precision falls back to autocast.
+        self.precision = (
+            self.dist.autocast
+            if set_precision is None and self.tcfg.mixed_precision != "no"
+            else _no_autocast
         )
-        d_interval = (
-            lcfg.r1_interval if (lcfg.kind == "nonsaturating" and lcfg.r1_gamma > 0) else None
-        )
-        g_lr, g_betas = losses.lazy_regularization_adam(t.lr_g, t.betas, g_interval)
-        d_lr, d_betas = losses.lazy_regularization_adam(t.lr_d, t.betas, d_interval)
-        self.lr_ratio = {"generator": g_lr / t.lr_g, "discriminator": d_lr / t.lr_d}
-        g_opt = torch.optim.Adam(self.generator.parameters(), lr=g_lr, betas=g_betas, eps=t.eps)
-        d_opt = torch.optim.Adam(self.discriminator.parameters(), lr=d_lr, betas=d_betas, eps=t.eps)
-        if t.backend == "deepspeed":
-            _, micro, accum = self.batch_geometry(self.phase())
-            self.g_updater = DeepSpeedUpdater(
-                self.dist,
-                self.generator,
-                g_opt,
-                zero_stage=t.zero_stage,
-                micro_batch=micro,
-                accum=accum,
-            )
-            self.d_updater = DeepSpeedUpdater(
-                self.dist,
-                self.discriminator,
-                d_opt,
-                zero_stage=t.zero_stage,
-                micro_batch=micro,
-                accum=accum,
-            )
-        else:
-            self.g_updater = Updater(self.dist, self.generator, g_opt)
-            self.d_updater = Updater(self.dist, self.discriminator, d_opt)
+        self.nets: dict[str, torch.nn.Module] = {}
+        self.ema_pairs: list[tuple[str, str]] = []
+        for name, spec in self.specs.items():
+            module = spec.module.to(self.device).train()
+            if set_precision is not None and spec.reduced_precision:
+                set_precision(module, self.tcfg.mixed_precision)
+            # trained networks keep requires_grad until the updaters are built (DeepSpeed
+            # partitions only parameters that require grad); the phases switch it after that
+            self.nets[name] = module.requires_grad_(spec.optimizer is not None)
+        for name, spec in self.specs.items():
+            if spec.ema:
+                ema = copy.deepcopy(self.nets[name]).eval().requires_grad_(False)
+                self.nets[spec.ema] = ema
+                self.ema_pairs.append((spec.ema, name))
 
-    # -- batch geometry ---------------------------------------------------------------------------
-    def phase(self) -> Phase | None:
-        if not self.progressive:
-            return None
-        return growth_phase(self.images_seen, self.cfg.growth, self.manifest.resolution)
+    def _build_updaters(self) -> None:
+        """One updater per trained network: the default averaged all-reduce, or DeepSpeed."""
+        _, micro, accum = self.geometry(self.family.schedule(0).batch)
+        self.updaters: dict[str, Updater] = {}
+        self.lr_ratio: dict[str, float] = {}
+        for name, spec in self.specs.items():
+            if spec.optimizer is None:
+                continue
+            module = self.nets[name]
+            opt = build_optimizer(spec.optimizer, module.parameters(), self.device)
+            self.lr_ratio[name] = lazy_ratio(spec.optimizer)
+            if self.tcfg.backend == "deepspeed":
+                self.updaters[name] = DeepSpeedUpdater(
+                    self.dist,
+                    module,
+                    opt,
+                    zero_stage=self.tcfg.zero_stage,
+                    micro_batch=micro,
+                    accum=accum,
+                )
+            else:
+                self.updaters[name] = Updater(self.dist, module, opt)
 
-    def batch_geometry(self, phase: Phase | None) -> tuple[int, int, int]:
+    def _build_augment(self) -> None:
+        acfg = self.cfg.augment
+        self.ada = None
+        if acfg.mode == "ada":
+            self.ada = augment_lib.AdaController.from_config(acfg, device=self.device)
+
+    # -- augmentation and ADA --------------------------------------------------------------------
+    def augment_p(self) -> float | torch.Tensor:
+        """The current p: the ADA controller's (its device tensor once it keeps one), else the
+        configured constant."""
+        return self.ada.p if self.ada is not None else self.cfg.augment.p
+
+    def p_value(self) -> float:
+        """p as a float for logging (a host read: once per tick)."""
+        if self.ada is None:
+            return float(self.cfg.augment.p) if self.cfg.augment.mode == "fixed" else 0.0
+        return float(self.ada.p_value()) if hasattr(self.ada, "p_value") else float(self.ada.p)
+
+    def augment(self, images: torch.Tensor) -> torch.Tensor:
+        return augment_lib.augment(images, self.cfg.augment, self.augment_p())
+
+    def report_real_logits(self, logits: torch.Tensor) -> None:
+        if self.ada is not None:  # a non-finite logit must not move p
+            self.ada.accumulate(torch.nan_to_num(logits.detach().float(), 0.0, 0.0, 0.0))
+
+    # -- geometry and schedule -------------------------------------------------------------------
+    def geometry(self, batch: int) -> tuple[int, int, int]:
         """-> (global batch, per-device micro-batch, accumulation steps)."""
-        batch = (
-            batch_for(phase.resolution, self.cfg.growth, self.tcfg.batch)
-            if phase
-            else self.tcfg.batch
-        )
         world = self.dist.world_size
         micro = self.tcfg.batch_per_device or max(batch // world, 1)
         micro = min(micro, max(batch // world, 1))
@@ -316,489 +264,270 @@ class Trainer:
             )
         return batch, micro, batch // (micro * world)
 
-    def _next_real(self, micro: int, accum: int) -> tuple[torch.Tensor, torch.Tensor]:
-        key = (micro, accum)
-        if self._loader_key != key:  # (re)built at start, resume and ProGAN batch changes
-            loader = build_loader(
-                self.manifest,
-                self.cfg.data,
-                batch=micro,
-                rank=self.dist.rank,
-                world_size=self.dist.world_size,
-                seed=self.tcfg.seed,
-                micro_per_rank=accum,
-                start_index=self.images_seen,
-            )
-            self._loader_iter, self._loader_key = iter(loader), key
-        images, labels = next(self._loader_iter)
-        return images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
+    def apply_schedule(self, resuming: bool = False) -> tuple[int, int, int]:
+        """Learning rates and optimizer resets of the family's schedule -> batch geometry."""
+        sched = self.family.schedule(self.state.images_seen)
+        for name, lr in (sched.lr or {}).items():
+            self.updaters[name].set_lr(lr * self.lr_ratio[name])
+        if self._era is not None and sched.era != self._era and sched.reset_optimizers:
+            if not resuming:
+                for updater in self.updaters.values():
+                    updater.reset_state()
+        self._era = sched.era
+        batch, micro, accum = self.geometry(sched.batch)
+        for updater in self.updaters.values():
+            if hasattr(updater, "set_accumulation"):
+                updater.set_accumulation(micro, accum)
+        return batch, micro, accum
 
-    # -- randomness -------------------------------------------------------------------------------
-    def reseed(self, phase_name: str, micro_global: int) -> None:
-        torch.manual_seed(stable_seed(self.tcfg.seed, self.step, phase_name, micro_global) % 2**63)
+    # -- one step --------------------------------------------------------------------------------
+    def next_batches(self) -> tuple[int, list[list[dict[str, Batch]]]]:
+        """Host side of a step: the schedule and this rank's real batches -> (images, batches)."""
+        batch, micro, accum = self.apply_schedule()
+        rounds = self.tcfg.d_steps_per_g
+        return batch * rounds, self.streams.next(micro, accum, rounds, self.state.images_seen)
 
-    def one_hot(self, labels: torch.Tensor) -> torch.Tensor | None:
-        if self.c_dim == 0:
-            return None
-        return F.one_hot(labels.clamp(min=0), self.c_dim).float()
+    def train_step(self, images: int, batches: list[list[dict[str, Batch]]]) -> None:
+        """Device side of a step: phases, EMA, ADA p. Never waits for the device."""
+        st = self.state
+        self._last_step_images = st.images_seen
+        self.runner.run(batches, step=st.step, images_seen=st.images_seen)
+        # EMA half-life in kimg, ramped up early in training (StyleGAN2-ADA)
+        beta = ema_beta(images, self.tcfg.ema_kimg, st.images_seen, self.tcfg.ema_rampup)
+        for ema_name, name in self.ema_pairs:
+            update_ema(self.nets[ema_name], self.nets[name], beta)
+        st.images_seen += images
+        st.step += 1
+        if self.ada is not None and st.step % self.cfg.augment.interval == 0:
+            self.ada.update(self.dist.sum(self.ada.pending().to(self.device)))
 
-    # -- network calls ----------------------------------------------------------------------------
-    def net_kwargs(self, phase: Phase | None) -> dict:
-        return {"resolution": phase.resolution, "alpha": phase.alpha} if phase else {}
+    # -- the algorithm ---------------------------------------------------------------------------
+    def fit(self) -> TrainResult:
+        resumed = self.resume()
+        self.start()
+        stop = self.dist.stop_agreement()
+        tick_images = int(self.tcfg.tick_kimg * 1000)
+        self._tick_start = (time.time(), self.state.images_seen)
+        status: Status | None = None
+        while status is None and self.state.images_seen < self.total_images:
+            self.train_step(*self.next_batches())
+            stopping = stop.poll(self._stop_signal is not None)
+            done = self.state.images_seen >= self.total_images
+            if stopping or done or self.state.images_seen - self._tick_start[1] >= tick_images:
+                status = self.end_tick(stopping, done)
+        stop.close()
+        return self.finish(status or "finished", resumed)
 
-    def run_generator(
-        self,
-        z: torch.Tensor,
-        c: torch.Tensor | None,
-        phase: Phase | None,
-        with_ws: bool = False,
-        track_w: bool = False,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        with self.dist.autocast():
-            if phase is not None:
-                return self.g_forward(z, c, **self.net_kwargs(phase)), None
-            ws = mix_styles(self.generator, z, c, self.cfg.loss.style_mixing, update_emas=False)
-            if track_w:  # the W mean for truncation, updated once per step from the global batch
-                self._w_stats += torch.cat(
-                    [ws[:, 0].detach().float().sum(0), ws.new_tensor([ws.shape[0]])]
+    def end_tick(self, stopping: bool, done: bool) -> Status | None:
+        """The tick's single host sync, then its outputs -> a final status or None to go on."""
+        metrics, bad_steps, bad_now, _ = self.runner.collect(stopping)
+        if bad_steps >= self.tcfg.max_bad_steps:
+            self._bad_steps = bad_steps
+            return "diverged"
+        self.log_tick(metrics)
+        st, tcfg = self.state, self.tcfg
+        tick, st.tick = st.tick, st.tick + 1
+        if stopping:
+            return "interrupted"
+        every = int(self.cfg.eval.every_kimg * 1000)
+        tick_images = st.images_seen - self._tick_start[1]
+        if every and not done and st.images_seen // every > (st.images_seen - tick_images) // every:
+            self.evaluate()
+        if tcfg.snapshot_ticks and tick % tcfg.snapshot_ticks == 0 and not done:
+            self.sample_grid()
+        if tcfg.checkpoint_ticks and tick % tcfg.checkpoint_ticks == 0 and not done:
+            if bad_now:  # keep the last good checkpoint: never save right after a bad step
+                self.log.say(
+                    f"checkpoint skipped: the last {bad_now} step(s) had a non-finite loss"
                 )
-            images = self.generator.synthesis(ws, noise_mode="random")
-        return images, (ws if with_ws else None)
+            else:
+                self.save()
+        self.runner.reset_tick()
+        self._tick_start = (time.time(), st.images_seen)
+        return None
 
-    @torch.no_grad()
-    def update_w_avg(self) -> None:
-        """w_avg <- lerp(mean of w over the *global* batch, w_avg, beta): once per step, the
-        same on every rank and for any world size (NVlabs updates it per forward on each GPU)."""
-        mapping = self.generator.mapping
-        stats = self.dist.sum(self._w_stats)
-        if stats[-1] > 0 and getattr(mapping, "w_avg_beta", None) is not None:
-            mapping.w_avg.copy_((stats[:-1] / stats[-1]).lerp(mapping.w_avg, mapping.w_avg_beta))
-        self._w_stats.zero_()
-
-    def run_discriminator(
-        self, images: torch.Tensor, c: torch.Tensor | None, phase: Phase | None
-    ) -> torch.Tensor:
-        images = augment_lib.augment(images, self.aug_cfg, self.augment_p)
-        with self.dist.autocast():
-            logits = self.d_forward(images, c, **self.net_kwargs(phase))
-        return logits.float()
-
-    def real_images(self, uint8: torch.Tensor, phase: Phase | None) -> torch.Tensor:
-        images = uint8.float() / 127.5 - 1.0
-        if phase is not None:
-            images = downsample_reals(images, phase.resolution, phase.alpha)
-        return images
-
-    # -- the phases of one step -------------------------------------------------------------------
-    def _phase(
-        self, name: str, module: torch.nn.Module, updater: Updater, reals, accum: int, loss_fn
-    ) -> dict[str, torch.Tensor]:
-        """Run ``loss_fn`` on every micro-batch of this rank, then one (averaged) optimizer step."""
-        other = self.discriminator if module is self.generator else self.generator
-        module.requires_grad_(True)
-        other.requires_grad_(False)  # the other network is only a function here
-        updater.begin()
-        totals: dict[str, torch.Tensor] = {}
-        for m, (images, labels) in enumerate(reals):
-            self.reseed(name, self.dist.rank * accum + m)
-            loss, metrics = loss_fn(images, labels)
-            updater.backward(loss, accum)
-            self._nonfinite |= ~torch.isfinite(loss.detach())
-            for k, v in metrics.items():
-                totals[k] = totals.get(k, 0) + v.detach().float() / accum
-        updater.finish()
-        module.requires_grad_(False)
-        return totals
-
-    def g_main(self, images, labels, phase):
-        z = torch.randn([images.shape[0], self.generator.z_dim], device=self.device)
-        c = self.one_hot(labels[torch.randperm(labels.shape[0], device=labels.device)])
-        fake, _ = self.run_generator(z, c, phase)
-        fake_logits = self.run_discriminator(fake, c, phase)
-        if self.cfg.loss.kind == "wgan-gp":
-            loss = losses.g_wgan_loss(fake_logits)
-        else:
-            loss = losses.g_nonsaturating_loss(fake_logits)
-        return loss, {"loss/g": loss}
-
-    def g_pl(self, images, labels, _phase):
-        lcfg = self.cfg.loss
-        n = max(images.shape[0] // lcfg.pl_batch_shrink, 1)
-        z = torch.randn([n, self.generator.z_dim], device=self.device)
-        c = self.one_hot(labels[:n])
-        fake, ws = self.run_generator(z, c, None, with_ws=True)
-        penalty, self.pl_mean = losses.path_length_penalty(
-            fake.float(), ws, self.pl_mean, lcfg.pl_decay
-        )
-        # interval gain: lazy regularisation applies the penalty once every pl_interval steps
-        loss = (
-            penalty.mean() * lcfg.pl_weight * lcfg.pl_interval + fake[:, 0, 0, 0].float().mean() * 0
-        )
-        return loss, {"loss/pl": penalty.mean()}
-
-    def d_main(self, images, labels, phase, with_r1: bool):
-        lcfg = self.cfg.loss
-        c = self.one_hot(labels)
-        z = torch.randn([images.shape[0], self.generator.z_dim], device=self.device)
-        with torch.no_grad():
-            fake_c = self.one_hot(labels[torch.randperm(labels.shape[0], device=labels.device)])
-            fake, _ = self.run_generator(z, fake_c, phase, track_w=True)
-        real = self.real_images(images, phase).detach().requires_grad_(with_r1)
-        fake_logits = self.run_discriminator(fake.float(), c, phase)
-        real_logits = self.run_discriminator(real, c, phase)
-        if self.ada is not None:
-            self.ada.accumulate(real_logits.detach())
-        metrics = {
-            "scores/real": real_logits.detach().mean(),
-            "scores/fake": fake_logits.detach().mean(),
+    def log_tick(self, metrics: dict[str, float]) -> None:
+        start, start_images = self._tick_start
+        seconds = max(time.time() - start, 1e-9)
+        images = self.state.images_seen - start_images
+        # the position the tick's last step trained at (ProGAN: its resolution and alpha)
+        progress = self.family.progress(getattr(self, "_last_step_images", self.state.images_seen))
+        values = {
+            **metrics,
+            "timing/sec_per_kimg": seconds / max(images / 1000, 1e-9),
+            "timing/images_per_sec": images / seconds,
+            "resources/peak_memory_gb": _peak_memory_gb(self.device),
+            "augment/p": self.p_value(),
+            "progress/kimg": self.state.images_seen / 1000,
+            **{f"progress/{k}": v for k, v in progress.items()},
         }
-        if lcfg.kind == "wgan-gp":
-            gp = losses.gradient_penalty(
-                lambda x: self.run_discriminator(x, c, phase),
-                real,
-                fake.float(),
-                gp_lambda=lcfg.gp_lambda,
-            )
-            drift = losses.epsilon_drift(real_logits, lcfg.drift)
-            loss = losses.d_wgan_loss(real_logits, fake_logits) + gp + drift
-            metrics.update({"loss/d": loss, "loss/gp": gp})
-            return loss, metrics
-        loss = losses.d_logistic_loss(real_logits, fake_logits)
-        metrics["loss/d"] = loss
-        if with_r1:  # r1_interval == 1: R1 in the main step, as NVlabs' "Dboth" phase
-            r1 = losses.r1_penalty(real_logits, real)
-            loss = loss + r1 * (lcfg.r1_gamma / 2)
-            metrics["loss/r1"] = r1
-        return loss, metrics
-
-    def d_r1(self, images, labels, phase):
-        """Lazy R1 (StyleGAN2 sec. 4.1): its own D step every r1_interval steps, the weight
-        scaled by the interval so the regulariser keeps its strength."""
-        lcfg = self.cfg.loss
-        real = self.real_images(images, phase).detach().requires_grad_(True)
-        real_logits = self.run_discriminator(real, self.one_hot(labels), phase)
-        r1 = losses.r1_penalty(real_logits, real)
-        # real_logits * 0 keeps every D output in the graph (as NVlabs)
-        loss = r1 * (lcfg.r1_gamma / 2) * lcfg.r1_interval + real_logits.mean() * 0
-        return loss, {"loss/r1": r1}
-
-    def train_step(self, phase: Phase | None) -> dict[str, torch.Tensor]:
-        batch, micro, accum = self.batch_geometry(phase)
-        reals = [self._next_real(micro, accum) for _ in range(accum)]
-        lcfg = self.cfg.loss
-        metrics: dict[str, torch.Tensor] = {}
-        g, d = self.generator, self.discriminator
-        if isinstance(self.g_updater, DeepSpeedUpdater):
-            self.g_updater.set_accumulation(micro, accum)
-            self.d_updater.set_accumulation(micro, accum)
-        metrics.update(
-            self._phase(
-                "g_main", g, self.g_updater, reals, accum, lambda im, lb: self.g_main(im, lb, phase)
-            )
-        )
-        if phase is None and lcfg.pl_weight > 0 and self.step % lcfg.pl_interval == 0:
-            metrics.update(
-                self._phase(
-                    "g_pl", g, self.g_updater, reals, accum, lambda im, lb: self.g_pl(im, lb, phase)
-                )
-            )
-            self.pl_mean = self.dist.mean(self.pl_mean.detach())
-        r1_due = (
-            lcfg.kind == "nonsaturating" and lcfg.r1_gamma > 0 and self.step % lcfg.r1_interval == 0
-        )
-        metrics.update(
-            self._phase(
-                "d_main",
-                d,
-                self.d_updater,
-                reals,
-                accum,
-                lambda im, lb: self.d_main(im, lb, phase, r1_due and lcfg.r1_interval == 1),
-            )
-        )
-        if r1_due and lcfg.r1_interval > 1:
-            metrics.update(
-                self._phase(
-                    "d_r1", d, self.d_updater, reals, accum, lambda im, lb: self.d_r1(im, lb, phase)
-                )
-            )
-        if phase is None:
-            self.update_w_avg()
-        # EMA of G (half-life in kimg, ramped up early in training as StyleGAN2-ADA)
-        beta = ema_beta(batch, self.tcfg.ema_kimg, self.images_seen, self.tcfg.ema_rampup)
-        update_ema(self.g_ema, self.generator, beta)
-        self.images_seen += batch
-        self.step += 1
-        if self.ada is not None and self.step % self.aug_cfg.interval == 0:
-            self.augment_p = self.ada.update(self.dist.sum(self.ada.pending().to(self.device)))
-        return metrics
-
-    # -- checkpoints ------------------------------------------------------------------------------
-    def state(self) -> dict:
-        return {
-            "step": self.step,
-            "tick": self.tick,
-            "augment_p": self.augment_p,
-            "ada": self.ada.state_dict() if self.ada else None,
-            "mlflow_run_id": self.mlflow_run_id,
-            "world_size": self.dist.world_size,
-            "family": self.family,
-            "best_metric": self.best_metric,
-            "phase": asdict(self.phase()) if self.progressive else None,
+        self.last_metrics = {
+            **{k: v for k, v in self.last_metrics.items() if k.startswith("metrics/")},
+            **values,
         }
+        self.log.tick(
+            tick=self.state.tick,
+            images_seen=self.state.images_seen,
+            total_images=self.total_images,
+            values=values,
+            progress=progress,
+        )
 
-    def save(self, root: Path | None = None, keep: int | None = None) -> Path | None:
-        """Full state, written atomically by the main process. Under DeepSpeed every rank first
-        writes its optimizer partition into the staging folder (a collective)."""
-        root = Path(root or self.ckpt_dir)
-        staging = root / f".staging-{checkpoint_name(self.images_seen)}"
-        if self.g_updater.sharded:
-            if self.dist.is_main:
-                shutil.rmtree(staging, ignore_errors=True)
-            self.dist.barrier()
-            self.g_updater.save_sharded(str(staging / "deepspeed"), "generator")
-            self.d_updater.save_sharded(str(staging / "deepspeed"), "discriminator")
-            self.dist.barrier()
-        path = None
+    def start(self) -> None:
+        st = self.state
         if self.dist.is_main:
-            path = save_checkpoint(
-                root,
-                images_seen=self.images_seen,
-                modules={
-                    "generator": self.generator,
-                    "discriminator": self.discriminator,
-                    "g_ema": self.g_ema,
-                },
-                optimizers={
-                    "generator": self.g_updater.state_dict(),
-                    "discriminator": self.d_updater.state_dict(),
-                },
-                state=self.state(),
-                extra_tensors={"pl_mean": self.pl_mean.reshape(1)},
-                config_yaml=self.config_yaml,
-                staging=staging if self.g_updater.sharded else None,
-            )
-            prune_checkpoints(root, self.tcfg.keep_checkpoints if keep is None else keep)
-        self.dist.barrier()
+            remove_stale_temp(self.ckpt_dir)  # what a killed save left behind
+        warning = data_lib.shard_warning(
+            self.manifest, self.dist.world_size, self.cfg.data.num_workers
+        )
+        if warning:
+            self.log.warn(warning)
+        st.mlflow_run_id = self.log.start(
+            resumed_images=st.images_seen if self._resumed_from else None,
+            mlflow_run_id=st.mlflow_run_id,
+            tags={
+                "ganforge.dataset_sha256": self.manifest.sha256,
+                "ganforge.dataset": self.manifest.name,
+                "ganforge.world_size": self.dist.world_size,
+                "ganforge.family": self.family.name,
+                "ganforge.resolution": self.manifest.resolution,
+                "ganforge.run_dir": str(self.run_dir.resolve()),
+            },
+        )
+        self._install_signal_handlers()
+        self.log.say(
+            f"training {self.family.name} at {self.manifest.resolution}px on "
+            f"{self.manifest.num_samples} images, {self.dist.world_size} process(es) on "
+            f"{self.device.type}, batch {self.tcfg.batch}, {self.total_images / 1000:g} kimg; "
+            f"run dir {self.run_dir}"
+        )
+
+    def finish(self, status: Status, resumed: Path | None) -> TrainResult:
+        export_dir = grid = last_ckpt = None
+        if status == "diverged":
+            last_ckpt = self.log.diverged(self.state.images_seen, self.ckpt_dir, self._bad_steps)
+        else:
+            if status == "interrupted":
+                self.log.say(
+                    f"ganforge: {self._stop_signal} received: saving a checkpoint and exiting"
+                )
+            if status == "finished" and (self.cfg.eval.at_end or self.cfg.eval.every_kimg > 0):
+                self.evaluate()
+            last_ckpt = self.save()
+            grid = self.sample_grid()
+            export_dir = self.export()
+        self.log.finish(status, export_dir)
+        result = TrainResult(
+            run_dir=self.run_dir,
+            export_dir=export_dir,
+            images_seen=self.state.images_seen,
+            status=status,
+            mlflow_run_id=self.state.mlflow_run_id,
+            last_checkpoint=last_ckpt,
+            grid_path=grid,
+            metrics=dict(self.last_metrics),
+        )
+        self.dist.shutdown()
+        return result
+
+    # -- checkpoints -----------------------------------------------------------------------------
+    def save(self, root: Path | None = None, keep: int | None = None) -> Path | None:
+        self.state.world_size = self.dist.world_size
+        self.state.phase = self.family.progress(self.state.images_seen)
+        path = save_training(
+            Path(root or self.ckpt_dir),
+            state=self.state,
+            dist=self.dist,
+            nets=self.nets,
+            updaters=self.updaters,
+            family=self.family,
+            ada=self.ada,
+            config_yaml=self.config_yaml,
+            keep=self.tcfg.keep_checkpoints if keep is None else keep,
+        )
+        self.log.checkpoint_saved(path)
         return path
 
     def resume(self) -> Path | None:
         spec = self.tcfg.resume
-        if spec is None:
-            return None
-        path = latest_checkpoint(self.ckpt_dir) if spec == "auto" else Path(spec)
+        path = None
+        if spec == "auto":  # the newest checkpoint that passes its checksums
+            path = latest_valid_checkpoint(self.ckpt_dir, warn=self.log.warn)
+        elif spec is not None:
+            path = verify_checkpoint(spec)
+        self._resumed_from = path
         if path is None:
+            self.apply_schedule()
             return None
-        state, extra, optim = load_checkpoint(
+        saved, note = load_training(
             path,
-            modules={
-                "generator": self.generator,
-                "discriminator": self.discriminator,
-                "g_ema": self.g_ema,
-            },
-            with_optimizers=True,
+            dist=self.dist,
+            nets=self.nets,
+            updaters=self.updaters,
+            family=self.family,
+            ada=self.ada,
         )
-        self.images_seen, self.step, self.tick = state["images_seen"], state["step"], state["tick"]
-        self.augment_p = state["augment_p"]
-        if self.ada is not None and state.get("ada"):
-            self.ada.load_state_dict(state["ada"])
-        self.mlflow_run_id = state.get("mlflow_run_id")
-        self.best_metric = state.get("best_metric")
-        self.pl_mean = extra["pl_mean"].reshape([]).to(self.device)
-        self._sync_phase_optimizers(resuming=True)
-        note = ""
-        sharded = (path / "deepspeed").is_dir()
-        if self.g_updater.sharded and sharded and state.get("world_size") == self.dist.world_size:
-            self.g_updater.load_sharded(str(path / "deepspeed"), "generator")
-            self.d_updater.load_sharded(str(path / "deepspeed"), "discriminator")
-        elif self.g_updater.sharded or sharded:
-            # ZeRO partitions the Adam moments by rank: they cannot be re-split for another world
-            # size or moved to the other backend; the weights (all that matters for the
-            # generator) come back exactly, the moments restart.
-            note = " (optimizer moments restarted: DeepSpeed partitions need the same world size and backend)"
-        else:
-            self.g_updater.load_state_dict(optim["generator"])
-            self.d_updater.load_state_dict(optim["discriminator"])
-        self._say(
-            f"resumed from {path} at {self.images_seen / 1000:.1f} kimg (saved with world size "
-            f"{state.get('world_size')}, now {self.dist.world_size}), augment p {self.augment_p:.3f}{note}"
+        self.state = saved
+        self.apply_schedule(resuming=True)
+        self.log.say(
+            f"resumed from {path} at {saved.images_seen / 1000:.1f} kimg (saved with world size "
+            f"{saved.world_size}, now {self.dist.world_size}), augment p {self.p_value():.3f}{note}"
         )
         return path
 
-    def _sync_phase_optimizers(self, resuming: bool = False) -> None:
-        """ProGAN: per-resolution learning rates; with ``growth.reset_optimizer`` Adam's state is
-        reset at every phase boundary (each fade-in and each stable phase), as the reference's
-        ``reset_opt_for_new_lod``."""
-        phase = self.phase()
-        if phase is None or (phase.phase_index == self._opt_phase and not resuming):
-            return
-        new_phase = self._opt_phase is not None and not resuming
-        self._opt_phase = phase.phase_index
-        for name, updater, base in (
-            ("generator", self.g_updater, self.tcfg.lr_g),
-            ("discriminator", self.d_updater, self.tcfg.lr_d),
-        ):
-            lr = lr_for(phase.resolution, self.cfg.growth, base) * self.lr_ratio[name]
-            for group in updater.param_groups:
-                group["lr"] = lr
-            if new_phase and self.cfg.growth.reset_optimizer:
-                updater.reset_state()
-
-    # -- evaluation -------------------------------------------------------------------------------
+    # -- evaluation and outputs ------------------------------------------------------------------
     def evaluate(self) -> dict[str, float]:
-        """Metrics of G_ema (all ranks take part); logged as ``metrics/<name>``. With
+        """The family's metrics (all ranks take part); logged as ``metrics/<name>``. With
         ``eval.keep_best``, a new best is saved as ``checkpoints-best/`` + ``export-best/``."""
-        ecfg = self.cfg.eval
-        phase = self.phase()
-
-        def sample(z, c):
-            with self.dist.autocast():
-                images = self.g_ema(z, c, noise_mode="const", **self.net_kwargs(phase))
-            return images.float()
-
-        results = evaluate(
-            sample,
-            self.manifest,
-            ecfg,
-            z_dim=self.g_ema.z_dim,
-            c_dim=self.c_dim,
-            device=self.device,
-            rank=self.dist.rank,
-            world_size=self.dist.world_size,
-            gather=self.dist.gather,
-            log=self._say if self.dist.is_main else None,
-        )
+        with self.precision():  # evaluate() trains its classifier: no global no_grad
+            results = self.family.evaluate(
+                self.nets,
+                self.state.images_seen,
+                EvalContext(
+                    device=self.device,
+                    rank=self.dist.rank,
+                    world_size=self.dist.world_size,
+                    gather=self.dist.gather,
+                    log=self.log.say if self.dist.is_main else None,
+                ),
+            )
         metrics = {f"metrics/{k}": float(v) for k, v in results.items()}
         self.last_metrics.update(metrics)
-        self._say("eval  " + "  ".join(f"{k} {v:.4f}" for k, v in results.items()))
-        if self.dist.is_main:
-            if self.tracker:
-                self.tracker.log_metrics(metrics, step=self.images_seen)
-            with open(self.run_dir / "metrics.jsonl", "a") as f:
-                f.write(json.dumps({"kimg": self.images_seen / 1000, **metrics}) + "\n")
-        key = ecfg.keep_best
-        if key and key in results and is_better(key, results[key], self.best_metric):
-            self.best_metric = float(results[key])
-            self._say(
-                f"new best {key} {self.best_metric:.4f}: saved to checkpoints-best/ and export-best/"
+        self.log.eval_metrics(metrics, self.state.images_seen)
+        key = self.cfg.eval.keep_best
+        if key and key in results and is_better(key, results[key], self.state.best_metric):
+            self.state.best_metric = float(results[key])
+            self.log.say(
+                f"new best {key} {self.state.best_metric:.4f}: saved to checkpoints-best/ and "
+                f"export-best/"
             )
             self.save(root=self.run_dir / "checkpoints-best", keep=1)
             self.export(self.run_dir / "export-best")
         return results
 
-    # -- outputs ----------------------------------------------------------------------------------
-    def _say(self, text: str) -> None:
-        if self.dist.is_main:
-            print(text, flush=True)
-
     @torch.no_grad()
     def sample_grid(self) -> Path | None:
         if not self.dist.is_main or self.tcfg.grid_size == 0:
             return None
-        n = self.tcfg.grid_size
-        z = grid_latents(n, self.g_ema.z_dim).to(self.device)
-        c = (
-            self.one_hot(torch.arange(n, device=self.device) % max(self.c_dim, 1))
-            if self.c_dim
-            else None
-        )
-        phase = self.phase()
-        images = torch.cat(
-            [
-                self.g_ema(
-                    z[i : i + 32],
-                    None if c is None else c[i : i + 32],
-                    noise_mode="const",
-                    **self.net_kwargs(phase),
-                )
-                for i in range(0, n, 32)
-            ]
-        )
-        grid = grid_array(to_uint8(images), upscale_to=self.manifest.resolution)
-        path = save_png(
-            grid, self.run_dir / "samples" / f"grid-{self.images_seen / 1000:09.3f}kimg.png"
-        )
-        save_png(grid, self.run_dir / "samples" / "latest.png")
-        if self.tracker:
-            self.tracker.log_artifact(path, "samples")
-        return path
+        images = self.family.grid(self.nets, self.state.images_seen, self.tcfg.grid_size)
+        return self.log.grid(images.float(), self.state.images_seen, self.manifest.resolution)
 
     def export(self, out_dir: Path | None = None) -> Path | None:
         if not self.dist.is_main:
             return None
         meta = {
-            "kimg": round(self.images_seen / 1000, 3),
+            "kimg": round(self.state.images_seen / 1000, 3),
             "dataset_sha256": self.manifest.sha256,
             "dataset": self.manifest.name,
-            "mlflow_run_id": self.mlflow_run_id,
+            "mlflow_run_id": self.state.mlflow_run_id,
             "metrics": {
                 k.split("/", 1)[1]: v
                 for k, v in self.last_metrics.items()
                 if k.startswith("metrics/")
             },
         }
-        out = save_export(
-            out_dir or self.run_dir / "export",
-            self.g_ema,
-            family=self.family,
-            kwargs=self.g_kwargs,
-            class_names=self.manifest.class_names if self.c_dim else [],
-            meta=meta,
-        )
-        return out
+        return self.family.export(self.nets, Path(out_dir or self.run_dir / "export"), meta)
 
-    def _log_tick(
-        self,
-        metrics: dict[str, torch.Tensor],
-        tick_start: float,
-        tick_images: int,
-        total_images: int,
-        phase: Phase | None,
-    ) -> None:
-        now = time.time()
-        values = {
-            k: float(self.dist.mean(v.detach().reshape(1).to(self.device)).item())
-            for k, v in sorted(metrics.items())
-        }
-        seconds = max(now - tick_start, 1e-9)
-        sec_per_kimg = seconds / max(tick_images / 1000, 1e-9)
-        values.update(
-            {
-                "timing/sec_per_kimg": sec_per_kimg,
-                "timing/images_per_sec": tick_images / seconds,
-                "resources/peak_memory_gb": _peak_memory_gb(self.device),
-                "augment/p": float(self.augment_p),
-                "progress/kimg": self.images_seen / 1000,
-            }
-        )
-        if phase is not None:
-            values.update({"progress/resolution": phase.resolution, "progress/alpha": phase.alpha})
-        self.last_metrics = values
-        eta = (total_images - self.images_seen) / 1000 * sec_per_kimg
-        if self.dist.is_main:
-            parts = [
-                f"tick {self.tick:<4d}",
-                f"kimg {self.images_seen / 1000:8.1f}/{total_images / 1000:g}",
-                f"s/kimg {sec_per_kimg:6.2f}",
-                f"img/s {values['timing/images_per_sec']:7.1f}",
-                f"eta {_fmt_eta(eta)}",
-                f"mem {values['resources/peak_memory_gb']:.2f}GB",
-                f"p {self.augment_p:.3f}",
-            ]
-            if phase is not None:
-                parts.append(f"res {phase.resolution} alpha {phase.alpha:.2f}")
-            parts += [
-                f"{k.split('/')[-1]} {v:.3f}" for k, v in values.items() if k.startswith("loss/")
-            ]
-            print("  ".join(parts), flush=True)
-            row = {"kimg": self.images_seen / 1000, "tick": self.tick, **values}
-            self.history.append(row)
-            with open(self.run_dir / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(row) + "\n")
-            if self.tracker:
-                self.tracker.log_metrics(values, step=self.images_seen)
-
-    # -- signals ----------------------------------------------------------------------------------
     def _install_signal_handlers(self) -> None:
         def handler(signum, _frame):
             self._stop_signal = signal.Signals(signum).name
@@ -809,154 +538,16 @@ class Trainer:
             except ValueError:  # not the main thread (e.g. embedded use)
                 pass
 
-    # -- the algorithm ----------------------------------------------------------------------------
-    def fit(self) -> TrainResult:
-        tcfg = self.tcfg
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        resumed = self.resume()
-        self._sync_phase_optimizers()
-        if self.dist.is_main:
-            atomic_write(
-                self.run_dir / "config.yaml", lambda t: Path(t).write_text(self.config_yaml)
-            )
-            warning = shard_warning(self.manifest, self.dist.world_size, self.cfg.data.num_workers)
-            if warning:
-                print(f"ganforge: warning: {warning}", file=sys.stderr)
-            self._start_tracking(resumed)
-        self._install_signal_handlers()
-        total_images = int(tcfg.total_kimg * 1000)
-        tick_images = int(tcfg.tick_kimg * 1000)
-        tick_start, tick_start_images = time.time(), self.images_seen
-        self._say(
-            f"training {self.family} at {self.manifest.resolution}px on {self.manifest.num_samples} images, "
-            f"{self.dist.world_size} process(es) on {self.device.type}, batch {tcfg.batch}, "
-            f"{total_images / 1000:g} kimg; run dir {self.run_dir}"
-        )
-        status: Literal["finished", "interrupted", "diverged"] = "finished"
-        metrics: dict[str, torch.Tensor] = {}
-        last_ckpt: Path | None = None
-        grid: Path | None = None
-        while self.images_seen < total_images:
-            self._nonfinite = torch.zeros((), dtype=torch.bool, device=self.device)
-            phase = self.phase()
-            self._sync_phase_optimizers()
-            metrics = self.train_step(phase)
-            # one agreement per step: a signal or NaN on any rank stops every rank together
-            stop_flags = torch.stack(
-                [
-                    self._nonfinite.float(),
-                    torch.tensor(float(self._stop_signal is not None), device=self.device),
-                ]
-            )
-            if self.dist.any(stop_flags[0] > 0):
-                status = "diverged"
-                break
-            if self.dist.any(stop_flags[1] > 0):
-                status = "interrupted"
-                break
-            done = self.images_seen >= total_images
-            if done or self.images_seen - tick_start_images >= tick_images:
-                tick_images_now = self.images_seen - tick_start_images
-                self._log_tick(
-                    metrics, tick_start, self.images_seen - tick_start_images, total_images, phase
-                )
-                every = int(self.cfg.eval.every_kimg * 1000)
-                if (
-                    every
-                    and not done
-                    and self.images_seen // every > (self.images_seen - tick_images_now) // every
-                ):
-                    self.evaluate()
-                if tcfg.snapshot_ticks and self.tick % tcfg.snapshot_ticks == 0 and not done:
-                    grid = self.sample_grid() or grid
-                if tcfg.checkpoint_ticks and self.tick % tcfg.checkpoint_ticks == 0 and not done:
-                    last_ckpt = self.save() or last_ckpt
-                self.tick += 1
-                tick_start, tick_start_images = time.time(), self.images_seen
-        return self._finish(status, metrics, last_ckpt, grid)
 
-    def _finish(self, status, metrics, last_ckpt, grid) -> TrainResult:
-        export_dir = None
-        if status == "diverged":
-            kept = latest_checkpoint(self.ckpt_dir)
-            self._say(
-                f"ganforge: error: non-finite loss at {self.images_seen / 1000:.1f} kimg "
-                f"({', '.join(k for k, v in metrics.items() if not torch.isfinite(v).all()) or 'a loss'}); "
-                f"stopped. Last good checkpoint: {kept or 'none'}. Lower the learning rate or raise "
-                f"loss.r1_gamma, then resume."
-            )
-            last_ckpt = kept
-        else:
-            if status == "interrupted":
-                self._say(
-                    f"ganforge: {self._stop_signal} received: saving a checkpoint and exiting"
-                )
-            if not self.last_metrics and metrics:
-                self._log_tick(metrics, time.time(), 0, self.images_seen, self.phase())
-            if status == "finished" and (self.cfg.eval.at_end or self.cfg.eval.every_kimg > 0):
-                self.evaluate()
-            last_ckpt = self.save() or last_ckpt
-            grid = self.sample_grid() or grid
-            export_dir = self.export()
-        if self.dist.is_main and self.tracker:
-            curves = save_curves(
-                self.history, ["loss/g", "loss/d", "augment/p"], self.run_dir / "curves.png"
-            )
-            if curves:
-                self.tracker.log_artifact(curves)
-            if export_dir:
-                self.tracker.log_artifacts(export_dir, "export")
-            self.tracker.close(
-                "FINISHED"
-                if status == "finished"
-                else "KILLED"
-                if status == "interrupted"
-                else "FAILED"
-            )
-        result = TrainResult(
-            run_dir=self.run_dir,
-            export_dir=export_dir,
-            images_seen=self.images_seen,
-            status=status,
-            mlflow_run_id=self.mlflow_run_id,
-            last_checkpoint=last_ckpt,
-            grid_path=grid,
-            metrics=dict(self.last_metrics),
-        )
-        self.dist.shutdown()
-        return result
+def _no_autocast():
+    import contextlib
 
-    def _start_tracking(self, resumed: Path | None) -> None:
-        tr = self.cfg.tracking
-        if not tr.enabled:
-            return
-        self.tracker = Tracker(
-            tr,
-            work_dir=self.cfg.work_dir,
-            run_dir=self.run_dir,
-            run_name=tr.run_name or self.cfg.name,
-            resume_run_id=self.mlflow_run_id if resumed else None,
-        )
-        if not self.tracker.active:
-            self.tracker = None
-            return
-        self.mlflow_run_id = self.tracker.run_id
-        if not resumed:
-            self.tracker.log_params(_flatten(__import__("yaml").safe_load(self.config_yaml)))
-            self.tracker.log_artifact(self.run_dir / "config.yaml")
-        self.tracker.set_tags(
-            {
-                "ganforge.git_commit": _git_commit(),
-                "ganforge.dataset_sha256": self.manifest.sha256,
-                "ganforge.dataset": self.manifest.name,
-                "ganforge.world_size": self.dist.world_size,
-                "ganforge.family": self.family,
-                "ganforge.resolution": self.manifest.resolution,
-                "ganforge.run_dir": str(self.run_dir.resolve()),
-            }
-        )
+    return contextlib.nullcontext()
 
 
 def train(cfg: Any, config_yaml: str | None = None) -> TrainResult:
     """Train from a run config (``pipeline.config.RunConfig`` or anything with the same sections)."""
     return Trainer(cfg, config_yaml).fit()
+
+
+__all__ = ["TrainConfig", "TrainResult", "Trainer", "TrainingError", "train"]

@@ -3,7 +3,8 @@
   ganforge eval --model runs/digits/export --data work/data/digits --metrics coverage
   ganforge eval --model models:/ffhq@champion --data /data/ffhq256 --num-images 50000 \\
       --inception-weights /shared/weights-inception-2015-12-05-6726825d.pth
-  torchrun --nproc-per-node 8 -m pipeline.cli eval --model ... --data ...   (split across GPUs)
+  accelerate launch --num_processes 8 -m pipeline.cli eval --model ... --data ...   (split
+      across GPUs; torchrun works too: the same training.distributed.Distributed as `train`)
 
 The Inception weights are never downloaded: give --inception-weights, set
 GANFORGE_INCEPTION_WEIGHTS, or place the file in torch's hub cache; a missing file fails at once
@@ -21,6 +22,8 @@ import os
 import re
 import sys
 from pathlib import Path
+
+from .common import check_tracking_uri_for
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -102,30 +105,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _distributed(device_arg: str):
-    """(rank, world_size, gather, device) from torchrun's environment; single process otherwise."""
+    """The trainer's ``training.distributed.Distributed`` (one process, or every rank of an
+    `accelerate launch` / torchrun), and the device to evaluate on."""
     import torch
 
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size == 1:
-        if device_arg == "auto":
-            device_arg = "cuda" if torch.cuda.is_available() else "cpu"
-        return 0, 1, None, torch.device(device_arg)
-    import torch.distributed as dist
+    from training.distributed import Distributed
 
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    use_cuda = torch.cuda.is_available() and device_arg != "cpu"
-    device = torch.device(f"cuda:{local_rank}" if use_cuda else "cpu")
-    if use_cuda:
-        torch.cuda.set_device(device)
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if use_cuda else "gloo")
-
-    def gather(tensor: torch.Tensor) -> torch.Tensor:
-        parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
-        dist.all_gather(parts, tensor.contiguous())
-        return torch.cat(parts)
-
-    return dist.get_rank(), dist.get_world_size(), gather, device
+    dist = Distributed(cpu=device_arg == "cpu")
+    device = dist.device
+    if dist.world_size == 1 and device_arg not in ("auto", "cpu"):
+        device = torch.device(device_arg)  # an explicit single-process device (e.g. cuda:1)
+    return dist, device
 
 
 def _registry_version(model: str, tracking_uri: str | None) -> tuple[str, str] | None:
@@ -188,7 +178,9 @@ def main(args: argparse.Namespace) -> int:
         num_workers=args.workers,
     )
     preflight(manifest, cfg)  # missing Inception weights fail here, before loading anything
-    rank, world_size, gather, device = _distributed(args.device)
+    check_tracking_uri_for(args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"), args.model)
+    dist, device = _distributed(args.device)
+    rank, world_size = dist.rank, dist.world_size
     loaded = load_generator(args.model, device=device, tracking_uri=args.tracking_uri)
     if loaded.channels != manifest.channels:
         raise ValueError(
@@ -218,10 +210,11 @@ def main(args: argparse.Namespace) -> int:
         device=device,
         rank=rank,
         world_size=world_size,
-        gather=gather,
+        gather=dist.gather if world_size > 1 else None,
         cache_dir=args.cache_dir,
         log=log if rank == 0 else None,
     )
+    dist.shutdown()
     if rank != 0:
         return 0
     results.update(usefulness_hook(app_metrics, sample, manifest, loaded, args, device, log))

@@ -50,6 +50,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="max per-pixel difference from PyTorch, in uint8 levels (default: %(default)s)",
     )
     parser.add_argument("--no-verify", action="store_true", help="skip the comparison with PyTorch")
+    parser.add_argument(
+        "--direction",
+        default="a2b",
+        help="translators (CycleGAN): the direction to export, a2b or b2a (default: %(default)s)",
+    )
     add_tracking_arguments(parser)
 
 
@@ -57,7 +62,13 @@ def main(args: argparse.Namespace) -> int:
     tracking_uri = tracking_uri_from_args(args)
     from deploy.export import export_generator, verify_export
     from deploy.generator import load_generator
+    from deploy.resolve import resolve_export
+    from training.networks.export import export_kind
 
+    if export_kind(resolve_export(args.model, tracking_uri)) == "translator":
+        from .translate import export_translator_command  # uint8 images in, uint8 images out
+
+        return export_translator_command(args, tracking_uri)
     generator = load_generator(args.model, tracking_uri=tracking_uri)
     out = args.out or ("generator.onnx" if args.format == "onnx" else "generator.pt")
     path = export_generator(generator, out, args.format, psi=args.psi, batch=args.batch)

@@ -33,6 +33,8 @@ FIELDS = {
     "resize_filter": "resize_filter",
     "format": "image_format",
     "jpeg_quality": "jpeg_quality",
+    "png_level": "png_compress_level",
+    "fast": "fast",
     "labels": "labels",
     "shard_samples": "shard_samples",
     "shard_bytes": "shard_bytes",
@@ -101,6 +103,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="encoding in the shards: lossless png (default) or webp, or jpeg at --jpeg-quality",
     )
     image.add_argument("--jpeg-quality", type=int, help="JPEG quality 1..100 (default 95)")
+    image.add_argument(
+        "--png-level",
+        type=int,
+        help="PNG zlib level 0..9 (default 1; 0: stored, as dataset_tool; higher: a few %% "
+        "smaller, slower; pixels never change)",
+    )
+    image.add_argument(
+        "--fast",
+        action="store_true",
+        default=None,
+        help="reduced-scale JPEG decoding + reducing gap: several x faster on large photos, "
+        "NOT pixel-identical (see docs/benchmarks.md); not for FID against published numbers",
+    )
     image.add_argument(
         "--min-size",
         type=int,

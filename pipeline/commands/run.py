@@ -16,7 +16,7 @@ import shlex
 import time
 from pathlib import Path
 
-from .common import add_config_arguments, config_from_args
+from .common import EXIT_DIVERGED, EXIT_INTERRUPTED, add_config_arguments, config_from_args
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,13 +33,19 @@ def main(args: argparse.Namespace) -> int:
     from deploy.registry import register_export
     from deploy.sampling import parse_seeds
     from pipeline.config import config_to_yaml
-    from training.tracking import resolve_tracking_uri
+    from training.tracking import check_tracking_server, resolve_tracking_uri
     from training.trainer import train
 
     cfg = config_from_args(args)
+    if cfg.model.family == "cyclegan":  # two domains in, a translator out
+        from .run_translation import main as run_translation
+
+        return run_translation(cfg, args)
     seeds = parse_seeds(args.seeds)
     started = time.time()
     uri = resolve_tracking_uri(cfg.tracking, cfg.work_dir)
+    if cfg.tracking.enabled:
+        check_tracking_server(uri)  # the registry is needed at stage 3: fail now, in seconds
 
     print(f"[1/4] prep: {cfg.prep.source} -> {cfg.data_dir}", flush=True)
     manifest = shard_dataset(cfg.prep, out=cfg.data_dir)
@@ -49,7 +55,7 @@ def main(args: argparse.Namespace) -> int:
     result = train(cfg, config_yaml=config_to_yaml(cfg))
     if result.status != "finished" or result.export_dir is None:
         print(f"training {result.status}; re-run the same command to resume")
-        return 3 if result.status == "diverged" else 1
+        return EXIT_DIVERGED if result.status == "diverged" else EXIT_INTERRUPTED
 
     print(f"[3/4] register: {cfg.tracking.model_name} @ {cfg.tracking.alias}", flush=True)
     if not cfg.tracking.enabled:

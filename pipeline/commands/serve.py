@@ -80,8 +80,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     tracking_uri = tracking_uri_from_args(args)
     from deploy.generator import load_generator
-    from deploy.restore_routes import restore_router
-    from deploy.serve import GeneratorServer
+    from deploy.serve import GeneratorServer, extra_routers
     from deploy.service import ServeConfig
 
     config = ServeConfig(
@@ -95,6 +94,13 @@ def main(args: argparse.Namespace) -> int:
     )
     if args.max_images < 1 or args.max_batch < 1:
         raise ValueError("--max-images and --max-batch must be >= 1")
+    from deploy.resolve import resolve_export
+    from training.networks.export import export_kind
+
+    if export_kind(resolve_export(args.model, tracking_uri)) == "translator":
+        from .translate import serve_translator  # POST /translate instead of /generate
+
+        return serve_translator(args, config, tracking_uri)
     generator = load_generator(args.model, device=args.device, tracking_uri=tracking_uri)
     server = GeneratorServer(
         generator,
@@ -102,7 +108,7 @@ def main(args: argparse.Namespace) -> int:
         max_batch=args.max_batch,
         model_uri=args.model,
         config=config,
-        routers=(restore_router(generator),),  # POST /inpaint, /upscale
+        routers=tuple(extra_routers(generator, config)),
     )
     print(
         f"serving {generator} on {server.url} (POST /generate /inpaint /upscale, GET /info /health /ready "

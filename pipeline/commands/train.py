@@ -3,17 +3,29 @@
 Single process:            ganforge train --preset cifar --set data.manifest=/data/cifar
 Several processes/nodes:   accelerate launch --config_file accelerate_config.yaml -m pipeline.cli train --preset ...
 
-Resumes automatically from the run's latest checkpoint (train.resume=auto); SIGTERM/SIGINT save a
-checkpoint and exit cleanly. With tracking.register=true the exported generator is registered in
-the MLflow Model Registry at the end (alias tracking.alias).
+Resumes automatically from the run's newest valid checkpoint (train.resume=auto; a corrupt one is
+skipped with a warning naming it) into the same MLflow run. SIGTERM/SIGINT save a checkpoint,
+mark the MLflow run KILLED and exit with code 75 (EX_TEMPFAIL: "run me again"), so schedulers can
+requeue (configs/slurm/train.sbatch does). With tracking.register=true the exported generator is
+registered in the MLflow Model Registry when training finishes (alias tracking.alias); an
+interrupted or diverged run never registers.
+
+Exit codes: 0 finished, 2 user error (one line), 3 diverged (non-finite loss), 75 interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
-from .common import add_config_arguments, config_from_args
+from .common import (
+    EXIT_DIVERGED,
+    EXIT_INTERRUPTED,
+    add_config_arguments,
+    check_manifest_path,
+    config_from_args,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,28 +44,40 @@ def main(args: argparse.Namespace) -> int:
         overrides.append(f"train.resume={'null' if args.resume.lower() == 'none' else args.resume}")
     args.overrides = overrides
     cfg = config_from_args(args)
+    check_manifest_path(cfg.manifest)
     result = train(cfg, config_yaml=config_to_yaml(cfg))
     if result.status == "diverged":
-        return 3
+        return EXIT_DIVERGED
+    if result.status == "interrupted":
+        if os.environ.get("RANK", "0") != "0":  # the main process says it once
+            return EXIT_INTERRUPTED
+        print(
+            f"interrupted at {result.images_seen / 1000:.1f} kimg; checkpoint {result.last_checkpoint}; "
+            f"run the same command again to resume (exit code {EXIT_INTERRUPTED})",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
     if result.export_dir and cfg.tracking.enabled and cfg.tracking.register:
         from deploy.registry import register_export
-        from training.tracking import resolve_tracking_uri
+        from training.tracking import check_tracking_server, resolve_tracking_uri
 
+        uri = resolve_tracking_uri(cfg.tracking, cfg.work_dir)
+        try:
+            check_tracking_server(uri)
+        except ValueError as exc:
+            raise ValueError(
+                f"training finished, but the generator was not registered: {exc}; later run "
+                f"`ganforge register {result.export_dir} --name {cfg.tracking.model_name}"
+                f"{' --alias ' + cfg.tracking.alias if cfg.tracking.alias else ''} --tracking-uri {uri}`"
+            ) from None
         info = register_export(
             result.export_dir,
             model_name=cfg.tracking.model_name,
             alias=cfg.tracking.alias,
-            tracking_uri=resolve_tracking_uri(cfg.tracking, cfg.work_dir),
+            tracking_uri=uri,
             run_id=result.mlflow_run_id,
         )
         print(f"registered {info.uri} (version {info.version})")
-    if result.status == "interrupted":
-        print(
-            f"interrupted at {result.images_seen / 1000:.1f} kimg; checkpoint {result.last_checkpoint}; "
-            f"run the same command again to resume",
-            file=sys.stderr,
-        )
-        return 0
     print(
         f"done: {result.images_seen / 1000:.1f} kimg; export {result.export_dir}; grid {result.grid_path}"
     )

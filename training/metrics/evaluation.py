@@ -10,7 +10,9 @@ Flow (identical on every rank; collectives only through the caller's ``gather``)
 4. Each rank generates its contiguous slice of the ``num_images`` seeds, extracts features, and
    the slices are gathered. Image ``i`` uses latent ``RandomState(seed + i).randn(z_dim)``, the
    convention of ``ganforge generate --seeds``; a conditional generator gets a class drawn from
-   the real label distribution with the same RandomState.
+   the real label distribution with the same RandomState. The generator's noise inputs follow
+   ``EvalConfig.noise_mode`` (default random, NVlabs' metric setting), drawn from torch's RNG
+   reseeded per rank, so a rerun gives the same images.
 5. Rank 0 computes the metrics (``fid.py``, ``coverage.py``) and broadcasts them.
 
 Metric names say which feature space they come from: with ``feature_extractor: classifier``
@@ -42,6 +44,7 @@ from .coverage import (
     check_labelled,
     classifier_key,
     classifier_kwargs,
+    confident_share,
     coverage_stats,
     load_or_train_classifier,
 )
@@ -67,9 +70,12 @@ RESULTS = (
     "classifier_precision",
     "classifier_recall",
     "classifier_is",
+    "confident",
+    "confident_real",
 )
 
 SampleFn = Callable[[torch.Tensor, "torch.Tensor | None"], torch.Tensor]
+NOISE_MODES = ("random", "const")
 
 
 @dataclass(kw_only=True)
@@ -78,7 +84,7 @@ class EvalConfig:
 
     metrics: list[str] = field(default_factory=lambda: ["fid"])
     """Which metrics: fid, kid, pr (precision + recall), is (Inception Score), coverage (class
-    coverage, class_entropy, classifier_fd; labelled data only)."""
+    coverage, class_entropy, classifier_fd, confident, confident_real; labelled data only)."""
     num_images: int = 50_000
     """Generated images per evaluation (50k as in the literature; at least 10)."""
     every_kimg: float = 0.0
@@ -105,6 +111,10 @@ class EvalConfig:
     """First latent seed (image i uses seed + i) and seed of KID/IS subsets."""
     num_workers: int = 2
     """DataLoader workers decoding real images, per rank (0: in the main process)."""
+    noise_mode: Literal["random", "const"] = "random"
+    """Generator noise inputs while sampling for metrics: random (fresh per image, NVlabs' metric
+    setting, which published FID/KID numbers use; seeded, so reruns match) or const (the
+    generator's stored per-layer noise). Families without noise inputs ignore it."""
 
     def __post_init__(self) -> None:
         if isinstance(self.metrics, str):
@@ -127,6 +137,11 @@ class EvalConfig:
             raise ValueError(f"max_real: must be >= 0 (0: all), got {self.max_real}")
         if self.num_workers < 0:
             raise ValueError(f"num_workers: must be >= 0, got {self.num_workers}")
+        if self.noise_mode not in NOISE_MODES:
+            raise ValueError(
+                f"noise_mode: must be random or const, got {self.noise_mode!r} (random is the "
+                "setting of published FID/KID)"
+            )
         if self.keep_best is not None and self.keep_best not in result_names(self):
             raise ValueError(
                 f"keep_best: {self.keep_best!r} is not computed by metrics={self.metrics} with "
@@ -142,7 +157,7 @@ def result_names(cfg: EvalConfig) -> list[str]:
         "kid": [f"{p}kid"],
         "pr": [f"{p}precision", f"{p}recall"],
         "is": [f"{p}is"],
-        "coverage": ["coverage", "class_entropy", "classifier_fd"],
+        "coverage": ["coverage", "class_entropy", "classifier_fd", "confident", "confident_real"],
     }
     return list(dict.fromkeys(n for m in cfg.metrics for n in names[m]))
 
@@ -272,6 +287,22 @@ def latents_and_labels(
                 int(np.searchsorted(cdf, rs.random_sample() * cdf[-1], side="right")), len(cdf) - 1
             )
     return z, labels
+
+
+def generator_sampler(generator: torch.nn.Module, noise_mode: str, **forward_kwargs) -> SampleFn:
+    """The :data:`SampleFn` of a generator module for ``evaluate``: ``generator(z, c,
+    noise_mode=noise_mode, **forward_kwargs)`` as float32 (no truncation).
+
+    noise_mode: pass ``EvalConfig.noise_mode`` (random for training-time FID/KID, as NVlabs);
+    forward_kwargs: family extras, e.g. ProGAN's ``resolution``/``alpha``.
+    """
+    if noise_mode not in NOISE_MODES:
+        raise ValueError(f"noise_mode: must be random or const, got {noise_mode!r}")
+
+    def sample(z: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
+        return generator(z, c, noise_mode=noise_mode, **forward_kwargs).float()
+
+    return sample
 
 
 def generated_features(
@@ -457,6 +488,9 @@ def _compute(
         classifier = extractors["classifier"]
         predictions = classifier.logits(fake["classifier"]).argmax(dim=1)
         results.update(coverage_stats(predictions, classifier.num_logits))
+        # the share read with >= 0.9 probability, for the generated and for the real images
+        results["confident"] = confident_share(classifier.logits(fake["classifier"]))
+        results["confident_real"] = confident_share(classifier.logits(real["classifier"]))
         if "classifier_fd" not in results:
             results["classifier_fd"] = frechet_distance(real["classifier"], fake["classifier"])
     return results

@@ -17,11 +17,17 @@ import importlib
 from types import ModuleType
 
 from .config import ModelConfig
+from .layers import set_precision
 
 # family name -> module path (imported lazily so deploy pulls in only what it needs)
 FAMILIES: dict[str, str] = {
     "stylegan2": "training.networks.stylegan2",
     "progan": "training.networks.progan",
+    # the classic families share one module (``arch`` in the kwargs picks MLP or DCGAN)
+    "mlp": "training.networks.classic",
+    "dcgan": "training.networks.classic",
+    "wgan": "training.networks.classic",
+    "wgan-gp": "training.networks.classic",
 }
 
 
@@ -54,4 +60,5 @@ __all__ = [
     "build_generator",
     "build_networks",
     "family_module",
+    "set_precision",
 ]

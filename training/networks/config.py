@@ -5,13 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-Family = Literal["stylegan2", "progan"]
+Family = Literal["stylegan2", "progan", "cyclegan", "mlp", "dcgan", "wgan", "wgan-gp"]
 
 
 @dataclass(kw_only=True)
 class ModelConfig:
     family: Family = "stylegan2"
-    """Generator/discriminator family: ``stylegan2`` (Karras et al. 2020) or ``progan`` (2018)."""
+    """Generator/discriminator family: ``stylegan2`` (Karras et al. 2020), ``progan`` (2018), or a
+    classic one (``training/networks/classic.py``): ``mlp``, ``dcgan``, ``wgan``, ``wgan-gp``."""
     z_dim: int = 512
     """Latent (input) dimensionality."""
     w_dim: int = 512
@@ -33,10 +34,21 @@ class ModelConfig:
     w_avg_beta: float = 0.995
     """Decay of the running W average used by the truncation trick (stylegan2)."""
     conv_clamp: float | None = 256.0
-    """Clamp conv outputs to +-this under reduced precision (None: never)."""
+    """Clamp every conv output to +-this (NVlabs ``conv_clamp``: keeps fp16 activations finite;
+    None: never)."""
+    num_fp16_res: int = 4
+    """The N highest-resolution blocks of G and D that compute in reduced precision when
+    ``train.mixed_precision`` is fp16/bf16 (NVlabs ``num_fp16_res``; never below 8x8; 0: none)."""
     d_architecture: Literal["resnet", "orig", "skip"] = "resnet"
     """StyleGAN2 discriminator: resnet (config F), orig (plain conv stack; the CIFAR setup of
     StyleGAN2-ADA) or skip (FromRGB at every resolution)."""
+    # -- classic families (mlp, dcgan, wgan, wgan-gp); dcgan/wgan widths use channel_base/max
+    mlp_hidden: int = 128
+    """MLP GAN: width of each hidden layer of G and D (the tutorial's 128)."""
+    mlp_layers: int = 1
+    """MLP GAN: hidden layers in G and in D (the tutorial's 1)."""
+    d_norm: Literal["auto", "batch", "layer", "none"] = "auto"
+    """Classic conv critic normalisation (auto: batch for dcgan/wgan, layer for wgan-gp)."""
 
     def __post_init__(self) -> None:
         for name in (
@@ -46,9 +58,15 @@ class ModelConfig:
             "channel_base",
             "channel_max",
             "mbstd_channels",
+            "mlp_hidden",
+            "mlp_layers",
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name}: must be a positive integer, got {getattr(self, name)}")
+        if self.num_fp16_res < 0:
+            raise ValueError(
+                f"num_fp16_res: must be >= 0 (0: all float32), got {self.num_fp16_res}"
+            )
         if self.mbstd_group < 0:
             raise ValueError(f"mbstd_group: must be >= 0 (0 disables it), got {self.mbstd_group}")
         if not 0.0 < self.map_lr_mult <= 1.0:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from . import build_generator
@@ -139,6 +140,11 @@ def save_export(
 
 def read_export_config(export_dir: str | Path) -> dict[str, Any]:
     path = Path(export_dir) / CONFIG_NAME
+    if not path.is_file() and (Path(export_dir) / TRANSLATOR_CONFIG_NAME).is_file():
+        raise ExportError(
+            f"{export_dir}: this export is a translator ({TRANSLATOR_CONFIG_NAME}), not a "
+            f"generator; use `ganforge translate`"
+        )
     if not path.is_file():
         raise ExportError(
             f"{export_dir}: no {CONFIG_NAME}; expected a ganforge export folder "
@@ -163,10 +169,186 @@ def load_export(
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
     """-> (generator in eval mode on ``device``, config dict). Weights load with strict=True."""
     config = read_export_config(export_dir)
+    path = Path(export_dir) / CONFIG_NAME
+    for key, kind in _GENERATOR_FIELDS.items():
+        if not isinstance(config.get(key), kind) or isinstance(config.get(key), bool):
+            raise ExportError(
+                f"{path}: {key}: expected {kind.__name__}, got {config.get(key)!r:.40}; "
+                f"re-export the run (`ganforge train` writes export/)"
+            )
     weights = Path(export_dir) / WEIGHTS_NAME
     if not weights.is_file():
         raise ExportError(f"{export_dir}: missing {WEIGHTS_NAME}")
-    generator = build_generator(config["family"], config["kwargs"])
-    state = load_file(str(weights), device="cpu")
-    generator.load_state_dict(state, strict=True)
+    try:
+        generator = build_generator(config["family"], config["kwargs"])
+    except (KeyError, TypeError, ValueError) as exc:  # unknown family, kwargs that do not fit
+        detail = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc  # no repr quotes
+        raise ExportError(f"{path}: cannot build the generator ({detail})") from None
+    try:
+        state = load_file(str(weights), device="cpu")
+    except (SafetensorError, OSError) as exc:  # truncated, overwritten, not safetensors
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ExportError(
+            f"{weights}: not a readable safetensors file ({first[:200]}); re-export or "
+            f"download it again"
+        ) from None
+    try:
+        generator.load_state_dict(state, strict=True)
+    except RuntimeError as exc:  # missing/unexpected keys, shapes that differ
+        first = str(exc).splitlines()
+        detail = first[1].strip() if len(first) > 1 else first[0]
+        raise ExportError(
+            f"{weights}: does not fit the {config['family']} generator of {CONFIG_NAME} "
+            f"({detail[:200]}); the two files come from different exports"
+        ) from None
     return generator.eval().requires_grad_(False).to(device), config
+
+
+_GENERATOR_FIELDS = {
+    "family": str,
+    "kwargs": dict,
+    "z_dim": int,
+    "c_dim": int,
+    "resolution": int,
+    "channels": int,
+}
+"""Fields of generator.json that loading a generator relies on, with their types."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Translators (image -> image, e.g. CycleGAN): ``translator.json`` + ``weights.safetensors``
+# holding one generator per direction (keys ``a2b.*``, ``b2a.*``). Still no code in the artifact.
+
+TRANSLATOR_FORMAT = "ganforge-translator"
+TRANSLATOR_FORMAT_VERSION = 1
+TRANSLATOR_CONFIG_NAME = "translator.json"
+DIRECTIONS = ("a2b", "b2a")
+# translator family -> (module of this package, generator class); not in FAMILIES: these
+# networks take images, not latents
+TRANSLATOR_FAMILIES: dict[str, tuple[str, str]] = {"cyclegan": ("cyclegan", "ResnetGenerator")}
+# how pixels map to the networks' inputs/outputs (recorded in the config for other runtimes)
+TRANSLATOR_NORMALISATION = {
+    "input": "x / 127.5 - 1 (uint8 RGB or L -> [-1, 1])",
+    "output": "floor(y * 127.5 + 128) clipped to 0..255 (as every ganforge image output)",
+    "range": [-1.0, 1.0],
+}
+
+
+def export_kind(export_dir: str | Path) -> str:
+    """``generator`` or ``translator``: what the export folder holds (by its config file)."""
+    if (Path(export_dir) / CONFIG_NAME).is_file():
+        return "generator"
+    if (Path(export_dir) / TRANSLATOR_CONFIG_NAME).is_file():
+        return "translator"
+    raise ExportError(
+        f"{export_dir}: neither {CONFIG_NAME} nor {TRANSLATOR_CONFIG_NAME}; expected a ganforge "
+        f"export folder as written by `ganforge train`"
+    )
+
+
+def build_translator(family: str, kwargs: dict) -> torch.nn.Module:
+    import importlib
+
+    if family not in TRANSLATOR_FAMILIES:
+        raise ExportError(
+            f"unknown translator family {family!r}; valid: {', '.join(TRANSLATOR_FAMILIES)}"
+        )
+    module, cls = TRANSLATOR_FAMILIES[family]
+    return getattr(importlib.import_module(f"{__package__}.{module}"), cls)(**kwargs)
+
+
+def save_translator_export(
+    out_dir: str | Path,
+    generators: dict[str, torch.nn.Module],
+    *,
+    family: str,
+    kwargs: dict[str, dict[str, Any]],
+    resolution: int,
+    channels: int,
+    domains: dict[str, dict[str, Any]] | None = None,
+    meta: dict[str, Any] | None = None,
+) -> Path:
+    """Write the direction generators (unwrapped, uncompiled; ``{"a2b": G_AB, "b2a": G_BA}``)
+    as a translator export folder; returns the folder."""
+    unknown = set(generators) - set(DIRECTIONS)
+    if unknown or not generators or set(kwargs) != set(generators):
+        raise ValueError(
+            f"translator export: directions must be among {DIRECTIONS} with kwargs for each, "
+            f"got {sorted(generators)} / {sorted(kwargs)}"
+        )
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    state = {
+        f"{direction}.{k}": v.detach().to("cpu", copy=True).contiguous()
+        for direction, g in generators.items()
+        for k, v in g.state_dict().items()
+    }
+    metadata = {"format": TRANSLATOR_FORMAT, "format_version": str(TRANSLATOR_FORMAT_VERSION)}
+    atomic_write(out / WEIGHTS_NAME, lambda tmp: save_file(state, tmp, metadata=metadata))
+    config = {
+        "format": TRANSLATOR_FORMAT,
+        "format_version": TRANSLATOR_FORMAT_VERSION,
+        "kind": "translator",
+        "family": family,
+        "directions": [d for d in DIRECTIONS if d in generators],
+        "kwargs": kwargs,
+        "resolution": int(resolution),
+        "channels": int(channels),
+        "size_multiple": 4,
+        "normalisation": TRANSLATOR_NORMALISATION,
+        "domains": dict(domains or {}),
+        "meta": dict(meta or {}),
+    }
+    atomic_write(
+        out / TRANSLATOR_CONFIG_NAME,
+        lambda tmp: Path(tmp).write_bytes(json.dumps(config, indent=2, sort_keys=True).encode()),
+    )
+    return out
+
+
+def read_translator_config(export_dir: str | Path) -> dict[str, Any]:
+    path = Path(export_dir) / TRANSLATOR_CONFIG_NAME
+    if not path.is_file():
+        hint = (
+            " (it holds a generator: use `ganforge generate`)"
+            if (Path(export_dir) / CONFIG_NAME).is_file()
+            else ""
+        )
+        raise ExportError(f"{export_dir}: no {TRANSLATOR_CONFIG_NAME}; not a translator{hint}")
+    try:
+        config = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ExportError(f"{path}: not valid JSON ({exc})") from None
+    if config.get("format") != TRANSLATOR_FORMAT:
+        raise ExportError(
+            f"{path}: format is {config.get('format')!r}, expected {TRANSLATOR_FORMAT!r}"
+        )
+    if int(config.get("format_version", -1)) > TRANSLATOR_FORMAT_VERSION:
+        raise ExportError(
+            f"{path}: format_version {config['format_version']} is newer than this ganforge "
+            f"understands ({TRANSLATOR_FORMAT_VERSION}); upgrade ganforge"
+        )
+    missing = [d for d in config.get("directions", []) if d not in config.get("kwargs", {})]
+    if not config.get("directions") or missing:
+        raise ExportError(f"{path}: directions/kwargs are incomplete ({missing or 'none'})")
+    return config
+
+
+def load_translator_export(
+    export_dir: str | Path, device: str | torch.device = "cpu"
+) -> tuple[dict[str, torch.nn.Module], dict[str, Any]]:
+    """-> ({direction: generator in eval mode on ``device``}, config). strict=True per direction."""
+    config = read_translator_config(export_dir)
+    weights = Path(export_dir) / WEIGHTS_NAME
+    if not weights.is_file():
+        raise ExportError(f"{export_dir}: missing {WEIGHTS_NAME}")
+    state = load_file(str(weights), device="cpu")
+    generators = {}
+    for direction in config["directions"]:
+        g = build_translator(config["family"], config["kwargs"][direction])
+        prefix = f"{direction}."
+        g.load_state_dict(
+            {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}, strict=True
+        )
+        generators[direction] = g.eval().requires_grad_(False).to(device)
+    return generators, config

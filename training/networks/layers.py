@@ -390,3 +390,43 @@ class MinibatchStdLayer(nn.Module):
 
     def extra_repr(self) -> str:
         return f"group_size={self.group_size}, num_channels={self.num_channels}"
+
+
+# --------------------------------------------------------------------------------------------
+# Precision policy (NVlabs ``num_fp16_res``)
+
+PRECISIONS = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+class ReducedPrecisionBlock(nn.Module):
+    """A block that may compute in a reduced dtype: one of the ``num_fp16_res`` highest-resolution
+    blocks (NVlabs' policy). ``reduced`` is fixed at construction; ``compute_dtype`` is float32
+    until :func:`set_precision` picks fp16/bf16. Parameters stay float32 (they are cast per
+    forward), so optimizers, EMA, checkpoints and exports never see a reduced dtype."""
+
+    reduced: bool = False
+    compute_dtype: torch.dtype = torch.float32
+
+
+def reduced_precision_threshold(img_resolution: int, num_fp16_res: int) -> int:
+    """Lowest block resolution that runs in reduced precision: the ``num_fp16_res`` highest
+    resolutions, never below 8x8 (NVlabs ``fp16_resolution``; 0 gives one above the image)."""
+    if num_fp16_res < 0:
+        raise ValueError(f"num_fp16_res: must be >= 0, got {num_fp16_res}")
+    return max(2 ** (int(math.log2(img_resolution)) + 1 - num_fp16_res), 8)
+
+
+def set_precision(module: nn.Module, precision: str) -> nn.Module:
+    """Set the compute dtype of every reduced-precision-capable block inside ``module``.
+
+    precision: "no" (everything float32), "fp16" or "bf16" (the blocks built as ``reduced``; the
+    rest, e.g. mapping network, style affines, demodulation, ToRGB / skip image, minibatch-stddev
+    and the D epilogue, stay float32). Outputs are float32 either way. Returns ``module``.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision: must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    dtype = PRECISIONS[precision]
+    for m in module.modules():
+        if isinstance(m, ReducedPrecisionBlock):
+            m.compute_dtype = dtype if m.reduced else torch.float32
+    return module

@@ -23,6 +23,12 @@ Conditioning: G concatenates a (normalised) embedding of the one-hot label to th
 as the paper's conditional variant feeds labels with the latents; D uses the projection
 discriminator of StyleGAN2-ADA (logits = sum(x * cmap) / sqrt(cmap_dim)).
 
+Precision (the ProGAN equivalent of StyleGAN2's ``num_fp16_res``): the doubling blocks of G and
+the halving blocks of D at the ``num_fp16_res`` highest resolutions compute their convs in the
+dtype :func:`~training.networks.layers.set_precision` picks; pixel norm is taken in float32 (a
+mean of squares overflows fp16), and the 4x4 input block, ToRGB/FromRGB, the fade-in blend,
+minibatch-stddev and the D epilogue stay float32. There is no conv clamp in ProGAN.
+
 Everything here is a pure ``nn.Module``: no devices, I/O, growth state or ``.backward()``.
 """
 
@@ -35,7 +41,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import ModelConfig
-from .layers import Conv2dLayer, FullyConnectedLayer, MinibatchStdLayer, normalize_2nd_moment
+from .layers import (
+    Conv2dLayer,
+    FullyConnectedLayer,
+    MinibatchStdLayer,
+    ReducedPrecisionBlock,
+    normalize_2nd_moment,
+    reduced_precision_threshold,
+)
 
 NOISE_MODES = ("random", "const", "none")
 
@@ -112,20 +125,26 @@ class GeneratorInput(nn.Module):
         return normalize_2nd_moment(self.conv(x))
 
 
-class GeneratorBlock(nn.Module):
+def _pixel_norm(x: torch.Tensor) -> torch.Tensor:
+    # In float32 whatever the block's dtype (a no-op cast for float32 blocks).
+    return normalize_2nd_moment(x.float()).to(x.dtype)
+
+
+class GeneratorBlock(ReducedPrecisionBlock):
     """Doubling block: nearest 2x upsample, two 3x3 convs, each with lrelu + pixel norm.
 
-    x: [N, in_channels, H, W] -> [N, out_channels, 2H, 2W].
+    x: [N, in_channels, H, W] -> [N, out_channels, 2H, 2W] in ``compute_dtype``.
     """
 
-    def __init__(self, in_channels: int, out_channels: int) -> None:
+    def __init__(self, in_channels: int, out_channels: int, reduced: bool = False) -> None:
         super().__init__()
+        self.reduced = reduced
         self.conv0 = Conv2dLayer(in_channels, out_channels, kernel_size=3, activation="lrelu")
         self.conv1 = Conv2dLayer(out_channels, out_channels, kernel_size=3, activation="lrelu")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = normalize_2nd_moment(self.conv0(upsample_nearest(x)))
-        return normalize_2nd_moment(self.conv1(x))
+        x = _pixel_norm(self.conv0(upsample_nearest(x.to(self.compute_dtype))))
+        return _pixel_norm(self.conv1(x))
 
 
 class ToRGB(nn.Module):
@@ -136,7 +155,7 @@ class ToRGB(nn.Module):
         self.conv = Conv2dLayer(in_channels, img_channels, kernel_size=1, activation="linear")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(x)
+        return self.conv(x.float())
 
 
 class Generator(nn.Module):
@@ -152,10 +171,12 @@ class Generator(nn.Module):
         img_channels: int,  # output colour channels (1 or 3)
         channel_base: int = 16384,  # feature maps at resolution r: min(channel_base // r, channel_max)
         channel_max: int = 512,  # upper bound of feature maps per layer
+        num_fp16_res: int = 0,  # highest-resolution blocks that may run in reduced precision
     ) -> None:
         super().__init__()
         if img_resolution < 4 or img_resolution & (img_resolution - 1):
             raise ValueError(f"img_resolution: must be a power of two >= 4, got {img_resolution}")
+        threshold = reduced_precision_threshold(img_resolution, num_fp16_res)
         self.z_dim, self.c_dim = z_dim, c_dim
         self.img_resolution, self.img_channels = img_resolution, img_channels
         self.resolutions = [2**i for i in range(2, int(math.log2(img_resolution)) + 1)]
@@ -166,7 +187,7 @@ class Generator(nn.Module):
         in_features = z_dim + (z_dim if c_dim > 0 else 0)
         blocks: dict[str, nn.Module] = {"4": GeneratorInput(in_features, ch[4])}
         for r in self.resolutions[1:]:
-            blocks[str(r)] = GeneratorBlock(ch[r // 2], ch[r])
+            blocks[str(r)] = GeneratorBlock(ch[r // 2], ch[r], reduced=r >= threshold)
         self.blocks = nn.ModuleDict(blocks)
         self.torgb = nn.ModuleDict({str(r): ToRGB(ch[r], img_channels) for r in self.resolutions})
 
@@ -232,22 +253,23 @@ class FromRGB(nn.Module):
         self.conv = Conv2dLayer(img_channels, channels, kernel_size=1, activation="lrelu")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(x)
+        return self.conv(x.float())
 
 
-class DiscriminatorBlock(nn.Module):
+class DiscriminatorBlock(ReducedPrecisionBlock):
     """Halving block: two 3x3 convs + lrelu, then 2x2 average pooling.
 
-    x: [N, in_channels, H, W] -> [N, out_channels, H/2, W/2].
+    x: [N, in_channels, H, W] -> [N, out_channels, H/2, W/2] in ``compute_dtype``.
     """
 
-    def __init__(self, in_channels: int, out_channels: int) -> None:
+    def __init__(self, in_channels: int, out_channels: int, reduced: bool = False) -> None:
         super().__init__()
+        self.reduced = reduced
         self.conv0 = Conv2dLayer(in_channels, in_channels, kernel_size=3, activation="lrelu")
         self.conv1 = Conv2dLayer(in_channels, out_channels, kernel_size=3, activation="lrelu")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return downsample_box(self.conv1(self.conv0(x)))
+        return downsample_box(self.conv1(self.conv0(x.to(self.compute_dtype))))
 
 
 class DiscriminatorEpilogue(nn.Module):
@@ -272,6 +294,7 @@ class DiscriminatorEpilogue(nn.Module):
         self.out = FullyConnectedLayer(channels, cmap_dim if cmap_dim > 0 else 1)
 
     def forward(self, x: torch.Tensor, cmap: torch.Tensor | None) -> torch.Tensor:
+        x = x.float()
         if self.mbstd is not None:
             x = self.mbstd(x)
         x = self.out(self.fc(self.conv(x).flatten(1)))
@@ -294,10 +317,12 @@ class Discriminator(nn.Module):
         channel_max: int = 512,  # upper bound of feature maps per layer
         mbstd_group: int = 4,  # minibatch-stddev group, clipped to the batch (0: no mbstd layer)
         mbstd_channels: int = 1,  # minibatch-stddev feature channels
+        num_fp16_res: int = 0,  # highest-resolution blocks that may run in reduced precision
     ) -> None:
         super().__init__()
         if img_resolution < 4 or img_resolution & (img_resolution - 1):
             raise ValueError(f"img_resolution: must be a power of two >= 4, got {img_resolution}")
+        threshold = reduced_precision_threshold(img_resolution, num_fp16_res)
         self.c_dim, self.img_resolution, self.img_channels = c_dim, img_resolution, img_channels
         self.resolutions = [2**i for i in range(2, int(math.log2(img_resolution)) + 1)]
         ch = {r: channels_at(r, channel_base, channel_max) for r in self.resolutions}
@@ -307,7 +332,10 @@ class Discriminator(nn.Module):
             {str(r): FromRGB(img_channels, ch[r]) for r in self.resolutions}
         )
         self.blocks = nn.ModuleDict(
-            {str(r): DiscriminatorBlock(ch[r], ch[r // 2]) for r in self.resolutions[1:]}
+            {
+                str(r): DiscriminatorBlock(ch[r], ch[r // 2], reduced=r >= threshold)
+                for r in self.resolutions[1:]
+            }
         )
         self.epilogue = DiscriminatorEpilogue(ch[4], cmap_dim, mbstd_group, mbstd_channels)
 
@@ -365,6 +393,7 @@ def generator_kwargs(model_cfg: ModelConfig, resolution: int, channels: int, c_d
         "img_channels": int(channels),
         "channel_base": int(model_cfg.channel_base),
         "channel_max": int(model_cfg.channel_max),
+        "num_fp16_res": int(model_cfg.num_fp16_res),
     }
 
 
@@ -380,6 +409,7 @@ def discriminator_kwargs(
         "channel_max": int(model_cfg.channel_max),
         "mbstd_group": int(model_cfg.mbstd_group),
         "mbstd_channels": int(model_cfg.mbstd_channels),
+        "num_fp16_res": int(model_cfg.num_fp16_res),
     }
 
 

@@ -88,6 +88,9 @@ def test_flags_map_onto_config():
     assert (cfg.transform, cfg.resize_filter, cfg.labels) == ("center-crop-wide", "box", "none")
     assert (cfg.shard_samples, cfg.shard_bytes, cfg.val_fraction, cfg.seed) == (10, 0, 0.1, 3)
     assert (cfg.workers, cfg.num_partitions, cfg.partition, cfg.min_size) == (2, 4, 3, 0)
+    assert (cfg.png_compress_level, cfg.fast) == (1, False)  # defaults: exact pixels, level 1
+    cfg, _ = prep_command.build_config(parse("--out", "o", "--png-level", "0", "--fast"))
+    assert (cfg.png_compress_level, cfg.fast) == (0, True)
 
 
 @pytest.mark.parametrize(
@@ -97,6 +100,7 @@ def test_flags_map_onto_config():
         (("--jpeg-quality", "0"), "jpeg_quality"),
         (("--num-partitions", "2", "--partition", "2"), "partition"),
         (("--val-fraction", "1.5"), "val_fraction"),
+        (("--png-level", "10"), "png_compress_level"),
     ],
 )
 def test_bad_values_name_the_field(argv, field):

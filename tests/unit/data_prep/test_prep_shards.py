@@ -165,6 +165,32 @@ def test_verify_catches_tampered_and_missing_shards(tmp_path):
     )
 
 
+@pytest.mark.parametrize(
+    "edit,message",
+    [
+        (lambda d: d.pop("resolution"), "resolution: missing"),
+        (lambda d: d.update(resolution="32"), "resolution: expected int, got '32'"),
+        (lambda d: d.update(version=1), "version: unknown field (valid: name, resolution,"),
+        (lambda d: d.update(shards={}), "shards: expected a list, got dict"),
+        (lambda d: d["shards"][1].pop("sha256"), "shards[1].sha256: missing"),
+        (lambda d: d["shards"][0].update(num_samples=None), "shards[0].num_samples: expected int"),
+        (lambda d: d["shards"].append(7), "shards[4]: expected an object, got int"),
+    ],
+)
+def test_malformed_manifest_is_one_line_naming_the_file_and_field(tmp_path, edit, message):
+    from data_prep.manifest import ManifestError
+
+    out = tmp_path / "o"
+    shard_dataset(cfg("digits", resolution=8, min_shards=4), out=str(out), progress=False)
+    raw = json.loads((out / "manifest.json").read_text())
+    edit(raw)
+    (out / "manifest.json").write_text(json.dumps(raw))
+    with pytest.raises(ManifestError) as err:
+        load_manifest(str(out))
+    assert "\n" not in str(err.value)
+    assert str(err.value).startswith(f"{out}/manifest.json: ") and message in str(err.value)
+
+
 def _run_prep(out: Path, slow: bool) -> subprocess.Popen:
     code = textwrap.dedent(f"""
         import time

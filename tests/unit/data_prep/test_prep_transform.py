@@ -135,3 +135,104 @@ def test_decompression_bomb_is_skipped_before_decoding():
     with pytest.raises(SkipInput) as err:
         prepare_image(data, cfg("x", max_image_pixels=1000))
     assert err.value.reason == "decompression-bomb"
+
+
+# -- issue #17: PNG compression levels and the opt-in fast mode ----------------------------------
+def _photos(count=6, seed=1):
+    """Natural JPEG photos (scikit-learn's bundled samples, no download) at varied sizes."""
+    from sklearn.datasets import load_sample_images
+
+    photos = load_sample_images().images
+    rng = np.random.default_rng(seed)
+    out = []
+    for k in range(count):
+        width, height = (int(v) for v in rng.integers(300, 701, 2))
+        img = Image.fromarray(photos[k % len(photos)]).resize((width, height), Image.BICUBIC)
+        out.append(save(img, "JPEG", quality=90))
+    return out
+
+
+def _pixels(data: bytes) -> np.ndarray:
+    with Image.open(io.BytesIO(data)) as img:
+        return np.asarray(img)
+
+
+@pytest.mark.parametrize("shape", [(17, 23, 3), (9, 31), (1, 1, 3), (64, 64, 3)])
+def test_png_levels_round_trip_exactly(shape):
+    from data_prep.png import encode_png
+
+    rng = np.random.default_rng(0)
+    noise = rng.integers(0, 256, shape, dtype=np.uint8)
+    smooth = np.cumsum(rng.integers(0, 3, shape), axis=0).astype(np.uint8)  # wraps: edge cases
+    for pixels in (noise, smooth):
+        sizes = []
+        for level in range(10):
+            data = encode_png(pixels, level)
+            with Image.open(io.BytesIO(data)) as img:
+                assert img.mode == ("RGB" if len(shape) == 3 else "L")
+                assert np.array_equal(np.asarray(img), pixels), level
+            sizes.append(len(data))
+        if pixels is smooth and shape == (64, 64, 3):
+            assert sizes[1] < sizes[0] / 2 and sizes[9] < sizes[0] / 2  # the levels compress
+    assert encode_png(noise, 1) == encode_png(noise.copy(), 1)  # deterministic bytes
+
+
+def test_png_level_is_a_prep_option_that_never_changes_pixels():
+    assert cfg("x").png_compress_level == 1
+    data = _photos(1)[0]
+    outputs = {
+        lvl: prepare_image(data, cfg("x", resolution=32, png_compress_level=lvl))[0]
+        for lvl in (0, 1, 6, 9)
+    }
+    reference = _pixels(outputs[0])
+    assert all(np.array_equal(_pixels(o), reference) for o in outputs.values())
+    assert len(outputs[0]) > len(outputs[1]) >= len(outputs[9])
+    # the pixels are the exact crop + Lanczos resize, whatever the level
+    exact = crop_resize(decode(data, 10**9), 32, "center-crop", "lanczos")
+    assert np.array_equal(np.asarray(exact), reference)
+    with pytest.raises(ValueError, match="png_compress_level"):
+        cfg("x", png_compress_level=10)
+
+
+FAST_MEAN_ABS_DIFF = 4.0
+"""Documented bound (docs/benchmarks.md): fast mode's mean |difference| per photo, in 0..255."""
+FAST_MIN_PSNR = 35.0
+
+
+@pytest.mark.parametrize("resolution,transform", [(32, "center-crop"), (64, "center-crop-wide")])
+def test_fast_mode_is_close_to_exact_and_never_the_default(resolution, transform):
+    assert cfg("x").fast is False and cfg("x").png_compress_level == 1
+    differ, squared = 0, []
+    for data in _photos():
+        exact, exact_size = prepare_image(
+            data, cfg("x", resolution=resolution, transform=transform)
+        )
+        fast, fast_size = prepare_image(
+            data, cfg("x", resolution=resolution, transform=transform, fast=True)
+        )
+        assert fast_size == exact_size  # the original size is reported, not the reduced decode
+        a, b = _pixels(exact).astype(np.float64), _pixels(fast).astype(np.float64)
+        assert a.shape == b.shape == (resolution, resolution, 3)
+        assert np.abs(a - b).mean() <= FAST_MEAN_ABS_DIFF
+        squared.append(((a - b) ** 2).mean())
+        differ += not np.array_equal(a, b)
+    assert differ == len(squared)  # fast mode really took the reduced path
+    assert 10 * np.log10(255**2 / np.mean(squared)) >= FAST_MIN_PSNR
+
+
+def test_fast_mode_keeps_exif_orientation_and_handles_png_inputs():
+    img = Image.new("RGB", (640, 320), (0, 0, 0))
+    img.paste((255, 255, 255), (160, 0, 320, 320))  # left half of the central square is white
+    exif = Image.Exif()
+    exif[0x0112] = 6  # displayed rotated 90 CW: white ends up in the top half
+    data = save(img, "JPEG", exif=exif, quality=95)
+    exact = _pixels(prepare_image(data, cfg("x", resolution=16))[0]).astype(int)
+    fast = _pixels(prepare_image(data, cfg("x", resolution=16, fast=True))[0]).astype(int)
+    assert exact[2, 8].min() > 200 and exact[13, 8].max() < 50
+    assert np.abs(exact - fast).mean() <= FAST_MEAN_ABS_DIFF
+    # PNG: no draft, only the reducing gap and the uncropped box (edge pixels see outside it)
+    png = save(img, "PNG")
+    fast = _pixels(prepare_image(png, cfg("x", resolution=16, fast=True))[0]).astype(int)
+    assert np.abs(fast - _pixels(prepare_image(png, cfg("x", resolution=16))[0])).mean() <= (
+        FAST_MEAN_ABS_DIFF
+    )

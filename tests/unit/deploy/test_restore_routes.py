@@ -81,3 +81,10 @@ def test_wrong_sizes_and_labels_are_400(server):
     assert code == 400 and "unconditional" in json.loads(raw)["error"]
     code, _, _ = call(f"{server.url}/inpaint", raw=b"{}", body=None, content_type="text/plain")
     assert code == 415
+
+
+def test_ganforge_serve_mounts_the_restore_routes(loaded_uncond):
+    from deploy import serve
+
+    routers = serve.extra_routers(loaded_uncond, None)
+    assert {"/inpaint", "/upscale"} <= {r.path for router in routers for r in router.routes}

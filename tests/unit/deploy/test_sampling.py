@@ -73,7 +73,7 @@ def test_synthesize_pixels_do_not_depend_on_batch_company():
     """An image is the same alone, among others, at any position (the server batches requests).
 
     Float kernels pick their blocking from the batch size: unpadded, this 32 px generator moved
-    pixels by one level between batch 1 and batch 8 (19 of 128 images at batch 128)."""
+    pixels by one level between batch 1 and batch 8 (benchmarks/bench_batching.py)."""
     from training.networks import build_networks
     from training.networks.config import ModelConfig
 

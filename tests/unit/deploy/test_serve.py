@@ -11,10 +11,12 @@ import urllib.request
 
 import numpy as np
 import pytest
+from fastapi import APIRouter, Depends
 from PIL import Image
+from pydantic import BaseModel, ConfigDict, Field
 
 from deploy.serve import GeneratorServer
-from deploy.service import ServeConfig
+from deploy.service import ServeConfig, admitted, require_json, run_blocking
 
 
 @pytest.fixture(scope="module")
@@ -172,3 +174,45 @@ def test_config_validation_names_the_field():
         ServeConfig(max_concurrency=0)
     with pytest.raises(ValueError, match="serve.read_timeout_s"):
         ServeConfig(read_timeout_s=float("nan"))
+
+
+class FlipRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    seed: int = Field(ge=0, le=1000)
+
+
+def flip_router(generator, config) -> APIRouter:
+    """What another room's endpoint looks like (e.g. /inpaint): its own module and model."""
+    router = APIRouter()
+
+    @router.post("/flip", dependencies=[Depends(require_json), Depends(admitted)])
+    async def flip(body: FlipRequest) -> dict:
+        image = await run_blocking(generator.generate, [body.seed])
+        return {"sum": int(image[:, :, ::-1].sum())}
+
+    return router
+
+
+def test_other_modules_add_endpoints_with_the_shared_limits(loaded_uncond, monkeypatch):
+    from deploy import serve
+
+    monkeypatch.setattr(serve, "EXTRA_ROUTERS", (f"{__name__}:flip_router",))
+    config = ServeConfig(port=0, max_body_bytes=100)
+    routers = tuple(serve.extra_routers(loaded_uncond, config))
+    srv = GeneratorServer(loaded_uncond, config=config, routers=routers).start()
+    try:
+        code, _, body = call(f"{srv.url}/flip", {"seed": 3})
+        assert code == 200 and json.loads(body)["sum"] == int(loaded_uncond.generate([3]).sum())
+        for raw, ctype, status, match in [
+            (b'{"seed": -1}', "application/json", 400, "seed"),
+            (b'{"seed": 1, "x": 2}', "application/json", 400, "unknown keys x"),
+            (b"seed=1", "text/plain", 415, "application/json"),
+            (b'{"seed": 1}' + b" " * 200, "application/json", 413, "at most 100"),
+        ]:
+            code, headers, body = call(f"{srv.url}/flip", raw=raw, content_type=ctype)
+            assert (code, match in json.loads(body)["error"]) == (status, True), body
+        metrics = call(f"{srv.url}/metrics")[2].decode()
+        assert 'route="/flip",method="POST",status="200"' in metrics
+        assert "/flip" in json.loads(call(f"{srv.url}/openapi.json")[2])["paths"]
+    finally:
+        srv.close()

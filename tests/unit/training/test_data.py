@@ -4,6 +4,14 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +20,18 @@ import webdataset as wds
 from PIL import Image
 
 from data_prep.manifest import Manifest, ShardInfo, load_manifest, save_manifest
-from training.data import DataConfig, ShardStream, build_loader, shard_warning
+from training.data import (
+    DataConfig,
+    DataReadError,
+    ShardStream,
+    build_loader,
+    check_shards,
+    decode_sample,
+    pop_random,
+    shard_warning,
+)
+
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def _write_shards(tmp_path, num_shards=6, per_shard=5, res=8):
@@ -147,3 +166,318 @@ def test_too_few_shards_warning(tmp_path):
     m = _write_shards(tmp_path, num_shards=3)
     assert "shards" in shard_warning(m, world_size=2, num_workers=2)
     assert shard_warning(m, world_size=1, num_workers=1) is None
+
+
+# -- faults (issues #15, #16): reproduced by deleting, truncating and corrupting real shards ------
+def _take(loader, batches):
+    it = iter(loader)
+    return [next(it) for _ in range(batches)]
+
+
+def test_check_shards_names_the_first_missing_and_short_ones(tmp_path):
+    m = _write_shards(tmp_path)
+    check_shards(m)  # intact: no error
+    for s in (1, 2, 4, 5):
+        (tmp_path / f"train-{s:06d}.tar").unlink()
+    with open(tmp_path / "train-000003.tar", "r+b") as f:
+        f.truncate(1024)
+    with pytest.raises(DataReadError) as err:
+        check_shards(m)
+    msg = str(err.value)
+    assert "\n" not in msg and "5 of 6 shards" in msg and "and 2 more" in msg
+    assert "train-000001.tar (missing)" in msg and "train-000002.tar (missing)" in msg
+    assert "train-000003.tar (1024 bytes" in msg and "manifest.json" in msg
+
+
+def test_check_shards_on_an_fsspec_url(tmp_path):
+    import fsspec
+
+    local = _write_shards(tmp_path, num_shards=3)
+    fs = fsspec.filesystem("memory")
+    for s in local.shards:
+        fs.pipe(f"/ds/{s.name}", (tmp_path / s.name).read_bytes())
+    save_manifest(local, "memory://ds")
+    m = load_manifest("memory://ds")
+    check_shards(m)
+    fs.rm("/ds/train-000002.tar")
+    with pytest.raises(DataReadError, match=r"1 of 3 shards .*train-000002.tar \(missing\)"):
+        check_shards(m)
+    # the reader opens fsspec URLs too
+    fs.pipe("/ds/train-000002.tar", (tmp_path / "train-000002.tar").read_bytes())
+    loader = build_loader(m, DataConfig(num_workers=0, shuffle_buffer=0), batch=5, mode="epoch")
+    assert sorted(v for b in loader for v in _ids(b[0])) == list(range(15))
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_all_shards_missing_stops_with_a_one_line_error(tmp_path, workers):
+    m = _write_shards(tmp_path)
+    for s in m.shards:
+        (tmp_path / s.name).unlink()
+    cfg = DataConfig(num_workers=workers, shuffle_buffer=8, max_read_errors=20)
+    start = time.monotonic()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(DataReadError) as err:
+            _take(build_loader(m, cfg, batch=4), 1)
+    assert time.monotonic() - start < 60  # no sleeping redraw loop
+    msg = str(err.value)
+    assert "\n" not in msg and "20 consecutive" in msg and "missing" in msg and ".tar" in msg
+
+
+def test_some_shards_missing_reads_the_rest_warning_once_per_shard(tmp_path):
+    m = _write_shards(tmp_path, num_shards=4)
+    (tmp_path / "train-000001.tar").unlink()
+    cfg = DataConfig(num_workers=0, shuffle_buffer=0)
+    with pytest.warns(UserWarning) as record:
+        batches = _take(build_loader(m, cfg, batch=5), 30)
+    ids = {v for b in batches for v in _ids(b[0])}
+    assert ids == set(range(20)) - set(range(5, 10))
+    missing = [w for w in record if "train-000001.tar" in str(w.message)]
+    assert len(missing) == 1 and "read 0 of 5" in str(missing[0].message)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_undecodable_shards_stop_the_resampled_reader(tmp_path, workers):
+    m = _write_shards(tmp_path, num_shards=2)
+    for s in m.shards:  # valid tars whose images are all garbage
+        with wds.TarWriter(str(tmp_path / s.name)) as sink:
+            for i in range(5):
+                sink.write({"__key__": f"{s.name}-{i}", "png": b"not a png", "cls": b"0"})
+    cfg = DataConfig(num_workers=workers, shuffle_buffer=4, max_read_errors=12)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(DataReadError, match="12 consecutive .*undecodable"):
+            _take(build_loader(m, cfg, batch=4), 1)
+
+
+def test_read_errors_are_counted_consecutively_not_in_total(tmp_path):
+    """More bad samples in total than ``max_read_errors``, never that many in a row: the reader
+    skips them and reads every good one (a total count would stop it)."""
+    m = _write_shards(tmp_path, num_shards=1, per_shard=3)
+    with wds.TarWriter(str(tmp_path / "train-000000.tar")) as sink:
+        for i in range(8):
+            sink.write({"__key__": f"bad{i}", "png": b"not a png", "cls": b"0"})
+            sink.write({"__key__": f"good{i}", "png": _png(), "cls": str(i % 3).encode()})
+    cfg = DataConfig(num_workers=0, shuffle_buffer=0, max_read_errors=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        batches = list(build_loader(m, cfg, batch=4, mode="epoch"))
+    assert [v for b in batches for v in b[1].tolist()] == [i % 3 for i in range(8)]
+
+
+def _truncate_after_member(path, member_name):
+    """Cut a tar right after one member's data block, as a crash or a short copy would."""
+    with tarfile.open(path) as tar:
+        info = tar.getmember(member_name)
+    end = info.offset_data + (info.size + 511) // 512 * 512
+    with open(path, "r+b") as f:
+        f.truncate(end)
+
+
+def test_truncated_tar_warns_once_and_never_yields_a_sample_without_its_label(
+    tmp_path, digits_shards
+):
+    """A prep output (png, then cls, then json per sample) cut after a png: the probe's case."""
+    import shutil
+
+    root = tmp_path / "ds"
+    shutil.copytree(digits_shards, root)
+    m = load_manifest(str(root))
+    first = m.split_shards("train")[0]
+    with tarfile.open(root / first.name) as tar:
+        names = tar.getnames()
+        labels_in_order = [int(tar.extractfile(n).read()) for n in names if n.endswith(".cls")]
+    cut = names[3 * 10]  # the png of the 11th sample
+    assert cut.endswith(".png")
+    _truncate_after_member(root / first.name, cut)
+    one = Manifest(**{**m.__dict__, "shards": [first]})
+    cfg = DataConfig(num_workers=0, shuffle_buffer=0)
+    with pytest.warns(UserWarning) as record:
+        labels = [v for b in build_loader(one, cfg, batch=4, mode="epoch") for v in b[1].tolist()]
+    assert labels == labels_in_order[:10]  # the partial 11th sample is skipped, never class 0
+    bad = [str(w.message) for w in record if first.name in str(w.message)]
+    assert len(bad) == 1 and f"read 10 of {first.num_samples}" in bad[0]
+    assert "1 incomplete" in bad[0]
+    # resampled: the shard is read again and again, warned about once, no label is -1
+    with pytest.warns(UserWarning) as record:
+        batches = _take(build_loader(one, cfg, batch=8), 10)
+    assert all(lb >= 0 for _, b in batches for lb in b.tolist())
+    assert len([w for w in record if first.name in str(w.message)]) == 1
+
+
+def test_label_outside_the_manifest_classes_is_skipped(tmp_path):
+    m = _write_shards(tmp_path, num_shards=1, per_shard=3)
+    with wds.TarWriter(str(tmp_path / "train-000000.tar")) as sink:
+        sink.write({"__key__": "a", "png": _png(), "cls": b"7"})
+        sink.write({"__key__": "b", "png": _png(), "cls": b"2"})
+    with pytest.warns(UserWarning, match="read 1 of 3 .*1 incomplete"):
+        batches = list(build_loader(m, DataConfig(num_workers=0), batch=4, mode="epoch"))
+    assert [b[1].tolist() for b in batches] == [[2]]
+
+
+_READ_UNTIL_SIGTERM = """
+import signal, sys, warnings
+warnings.simplefilter("ignore")
+from data_prep.manifest import load_manifest
+from training.data import DataConfig, DataReadError, build_loader
+stop = []
+signal.signal(signal.SIGTERM, lambda *_: stop.append(1))  # like the trainer: a flag
+m = load_manifest(sys.argv[1])
+for s in m.shards:
+    __import__("os").unlink(f"{m.location}/{s.name}")  # shards vanish after the start check
+print("reading", flush=True)
+try:
+    for images, labels in build_loader(m, DataConfig(num_workers=2, shuffle_buffer=8), batch=4):
+        if stop:
+            sys.exit(3)
+except DataReadError as exc:
+    print("error:", exc, flush=True)
+    sys.exit(2)
+"""
+
+
+def test_sigterm_while_shards_fail_to_read_ends_the_process(tmp_path):
+    """The probe's hang: all shards gone, the reader redrew forever and the flag set by SIGTERM
+    was never looked at. Now the reader fails fast, so the process ends."""
+    _write_shards(tmp_path)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _READ_UNTIL_SIGTERM, str(tmp_path)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout.readline().strip() == "reading"
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    # 3: the flag was seen; otherwise the reader's one-line error ended it (the exit status
+    # is then 2, or -15 when SIGTERM lands while the interpreter is already shutting down)
+    assert proc.returncode == 3 or "error:" in out, (proc.returncode, err[-2000:])
+    if proc.returncode != 3:
+        assert "consecutive" in out and "missing" in out and "Traceback" not in out
+
+
+def test_labelled_stream_with_workers_keeps_labels(tmp_path):
+    m = _write_shards(tmp_path)
+    cfg = DataConfig(num_workers=2, shuffle_buffer=8)
+    for images, labels in _take(build_loader(m, cfg, batch=4, seed=2), 10):
+        assert labels.tolist() == [i % 3 for i in _ids(images)]
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+def test_deterministic_stream_is_the_same_with_workers(tmp_path, workers):
+    """Workers take turns micro-batch by micro-batch: the stream does not depend on how many
+    there are, nor on the world size (the distributed equality tests rely on this)."""
+    m = _write_shards(tmp_path)
+    base = dict(shuffle_buffer=8, loader="deterministic", xflip=True)
+    single = _take(
+        build_loader(
+            m, DataConfig(num_workers=0, **base), batch=3, micro_per_rank=2, seed=5, start_index=6
+        ),
+        14,
+    )
+    cfg = DataConfig(num_workers=workers, **base)
+    ranks = [
+        _take(build_loader(m, cfg, batch=3, rank=r, world_size=2, seed=5, start_index=6), 7)
+        for r in range(2)
+    ]
+    for step in range(7):
+        for r in range(2):
+            images, labels = ranks[r][step]
+            assert torch.equal(images, single[2 * step + r][0])
+            assert torch.equal(labels, single[2 * step + r][1])
+
+
+def test_shuffle_buffer_pop_is_uniform_and_constant_time():
+    import random
+
+    rng = random.Random(0)
+    buffer = list(range(10))
+    drawn = pop_random(buffer, rng)
+    # the last element fills the hole: nothing after it moved (list.pop(i) would shift them)
+    expected = list(range(10))
+    expected[drawn] = 9
+    assert buffer == expected[:9] or (drawn == 9 and buffer == list(range(9)))
+    counts = [0] * 4
+    for _ in range(4000):
+        counts[pop_random([0, 1, 2, 3], rng)] += 1
+    assert all(900 < c < 1100 for c in counts)  # uniform over the buffer
+
+
+def test_xflip_mirrors_about_half_the_images(tmp_path):
+    arr = np.arange(8 * 8 * 3, dtype=np.uint8).reshape(8, 8, 3)  # every column differs
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    image, label = decode_sample({"png": buf.getvalue(), "cls": b"2"}, 3, flip=True)
+    assert label == 2 and torch.equal(image, torch.from_numpy(arr[:, ::-1].copy()).permute(2, 0, 1))
+    with wds.TarWriter(str(tmp_path / "train-000000.tar")) as sink:
+        for i in range(20):
+            sink.write({"__key__": f"{i:03d}", "png": buf.getvalue()})
+    stream = ShardStream(
+        [str(tmp_path / "train-000000.tar")],
+        mode="resampled",
+        batch=10,
+        channels=3,
+        xflip=True,
+        seed=3,
+    )
+    images = torch.cat([b[0] for b, _ in zip(stream, range(10))])
+    original = torch.from_numpy(arr.copy()).permute(2, 0, 1)
+    flipped = [bool(torch.equal(im, original.flip(-1))) for im in images]
+    assert all(f or torch.equal(im, original) for f, im in zip(flipped, images))
+    assert 20 < sum(flipped) < 80
+
+
+def test_ganforge_train_with_all_shards_deleted_stops_with_one_line(tmp_path, digits_shards):
+    """The probe's command: all shards deleted -> training hung forever. Now a one-line error
+    naming a shard (from check_shards at start, or from the reader), within seconds."""
+    import shutil
+
+    data = tmp_path / "ds"
+    shutil.copytree(digits_shards, data)
+    for tar in data.glob("*.tar"):
+        tar.unlink()
+    overrides = {
+        "work_dir": tmp_path / "w",
+        "data.manifest": data,
+        "data.num_workers": 2,
+        "tracking.enabled": False,
+        "train.total_kimg": 0.032,
+        "eval.at_end": False,
+    }
+    cmd = [sys.executable, "-m", "pipeline.cli", "train", "--preset", "digits"]
+    for key, value in overrides.items():
+        cmd += ["--set", f"{key}={value}"]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("ganforge train: error:") and ".tar" in last and "missing" in last
+
+
+def test_a_stop_signal_sent_to_a_loader_worker_does_not_kill_it(tmp_path):
+    """SLURM signals every process of the job: the workers must leave SIGTERM/SIGINT to the main
+    process (which checkpoints), not die and make it raise "DataLoader worker killed"."""
+    import psutil
+
+    m = _write_shards(tmp_path)
+    loader = build_loader(m, DataConfig(num_workers=2, shuffle_buffer=8), batch=5, seed=1)
+    it = iter(loader)
+    next(it)
+    workers = psutil.Process().children()
+    assert len(workers) == 2
+    for worker in workers:
+        os.kill(worker.pid, signal.SIGTERM)
+        os.kill(worker.pid, signal.SIGINT)
+    time.sleep(0.5)
+    for _ in range(10):  # the stream goes on, from the same worker processes
+        images, _labels = next(it)
+        assert images.shape == (5, 3, 8, 8)
+    assert all(worker.is_running() for worker in workers)
+    del it

@@ -423,6 +423,8 @@ def test_eval_config_validation_and_names():
         "coverage",
         "class_entropy",
         "classifier_fd",
+        "confident",
+        "confident_real",
     ]
     assert result_names(EvalConfig(metrics="fid,kid", feature_extractor="classifier")) == [
         "classifier_fd",
@@ -497,7 +499,13 @@ def test_cli_eval_on_a_tiny_export(digits_shards, cache_dir, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "coverage" in printed and "classifier_fd" in printed
     saved = json.loads(out.read_text())
-    assert set(saved["metrics"]) == {"coverage", "class_entropy", "classifier_fd"}
+    assert set(saved["metrics"]) == {
+        "coverage",
+        "class_entropy",
+        "classifier_fd",
+        "confident",
+        "confident_real",
+    }
 
 
 def test_cli_eval_missing_weights_is_a_user_error(digits_shards, tmp_path, monkeypatch, capsys):

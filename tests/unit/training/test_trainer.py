@@ -39,7 +39,13 @@ def test_short_run_writes_everything(tmp_path, digits_shards):
     assert 0 <= rows[-1]["metrics/coverage"] <= 1  # the final evaluation (digits preset: coverage)
     generator, config = load_export(result.export_dir)
     assert config["family"] == "stylegan2" and config["meta"]["kimg"] == pytest.approx(0.032)
-    assert set(config["meta"]["metrics"]) == {"coverage", "class_entropy", "classifier_fd"}
+    assert set(config["meta"]["metrics"]) == {
+        "coverage",
+        "class_entropy",
+        "classifier_fd",
+        "confident",
+        "confident_real",
+    }
     assert generator(torch.randn(2, generator.z_dim), None, noise_mode="const").shape == (
         2,
         3,
@@ -65,22 +71,10 @@ def test_resume_is_exact(tmp_path, digits_shards):
     train(resumed)
     (wa, sa), (wb, sb) = _weights(straight.run_dir), _weights(resumed.run_dir)
     assert sa["images_seen"] == sb["images_seen"] == 48
-    assert sa["augment_p"] == pytest.approx(sb["augment_p"]) and sa["augment_p"] > 0
+    # the ADA controller owns p and is checkpointed once (state.json "ada")
+    assert sa["ada"]["p"] == pytest.approx(sb["ada"]["p"]) and sa["ada"]["p"] > 0
     for key in wa:
         torch.testing.assert_close(wa[key], wb[key], rtol=0, atol=1e-6, msg=key)
-
-
-def test_divergence_stops_and_keeps_last_good_checkpoint(tmp_path, digits_shards):
-    cfg = _cfg(
-        tmp_path, digits_shards, **{"train.lr_d": 1e30, "train.lr_g": 1e30, "train.total_kimg": 0.4}
-    )
-    result = train(cfg)
-    assert result.status == "diverged"
-    assert result.export_dir is None
-    ckpt = latest_checkpoint(cfg.run_dir / "checkpoints")
-    if ckpt is not None:  # any checkpoint left behind holds finite weights
-        state, _ = load_checkpoint(ckpt, modules={})
-        assert state["images_seen"] < result.images_seen
 
 
 def test_conditional_needs_labels_message(tmp_path, digits_shards):
@@ -132,3 +126,48 @@ def test_progan_resume_mid_fade_is_exact(tmp_path, digits_shards):
     (wa, _), (wb, _) = _weights(straight.run_dir), _weights(resumed.run_dir)
     for key in wa:
         torch.testing.assert_close(wa[key], wb[key], rtol=0, atol=1e-6, msg=key)
+
+
+def test_divergence_stops_and_keeps_last_good_checkpoint(tmp_path, digits_shards):
+    # ProGAN trains normally at 4 px (a checkpoint at 16 images), then the 8 px phase's absurd
+    # learning rate blows the weights up: losses go non-finite and the run stops
+    cfg = _cfg(
+        tmp_path,
+        digits_shards,
+        **{
+            **PROGAN,
+            "growth.lr_per_resolution": "{'8': 1.0e+30}",
+            "train.total_kimg": 0.4,
+            "train.checkpoint_ticks": 1,
+            "train.max_bad_steps": 2,
+        },
+    )
+    result = train(cfg)
+    assert result.status == "diverged"
+    assert result.export_dir is None and result.images_seen < 400
+    ckpt = latest_checkpoint(cfg.run_dir / "checkpoints")
+    assert ckpt is not None and result.last_checkpoint == ckpt
+    state, _ = load_checkpoint(ckpt, modules={})
+    assert state["images_seen"] < result.images_seen
+    from safetensors.torch import load_file
+
+    weights = load_file(str(ckpt / "models.safetensors"))
+    assert weights and all(torch.isfinite(w).all() for w in weights.values())
+    assert max(w.abs().max() for w in weights.values()) < 1e6  # not the blown-up weights
+
+
+def test_metrics_jsonl_has_each_tick_once_after_a_resume(tmp_path, digits_shards):
+    import shutil
+
+    # ticks at 16, 32, 48 images; checkpoints at ticks 0 and 2 (16 and, at the end, 48)
+    extra = {"train.total_kimg": 0.048, "train.checkpoint_ticks": 2}
+    cfg = _cfg(tmp_path, digits_shards, **extra)
+    train(cfg)
+    # a crash after tick 1 was logged: only the checkpoint at 16 images survives
+    shutil.rmtree(latest_checkpoint(cfg.run_dir / "checkpoints"))
+    assert latest_checkpoint(cfg.run_dir / "checkpoints").name.endswith("16")
+    train(_cfg(tmp_path, digits_shards, **extra))
+    rows = [json.loads(line) for line in (cfg.run_dir / "metrics.jsonl").read_text().splitlines()]
+    ticks = [r for r in rows if "tick" in r]
+    assert [round(r["kimg"] * 1000) for r in ticks] == [16, 32, 48]
+    assert [r["tick"] for r in ticks] == [0, 1, 2]
