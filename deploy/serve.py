@@ -47,7 +47,7 @@ from .service import (
     run_blocking,
 )
 
-EXTRA_ROUTERS: tuple[str, ...] = ()
+EXTRA_ROUTERS: tuple[str, ...] = ("deploy.restore_routes:serve_router",)
 """Endpoints served next to /generate for the same generator by ``ganforge serve``: each entry
 ``"module:function"``, the function taking (LoadedGenerator, ServeConfig) -> APIRouter (e.g.
 /inpaint, /upscale). Add one line per module; the function builds its router as

@@ -51,6 +51,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "pipeline.commands.translate",
         "translate images with a translator (CycleGAN): files/folders -> PNGs",
     ),
+    "project": ("pipeline.commands.project", "find the latent of an image (GAN inversion)"),
+    "inpaint": ("pipeline.commands.inpaint", "fill a masked region of an image"),
+    "upscale": ("pipeline.commands.upscale", "super-resolve an image (PULSE-style)"),
+    "synth": ("pipeline.commands.synth", "write generated images as a labelled dataset"),
 }
 
 

@@ -161,11 +161,13 @@ def main(args: argparse.Namespace) -> int:
     from data_prep.manifest import load_manifest
     from deploy.generator import load_generator
     from training.metrics import EvalConfig, evaluate, preflight
+    from training.metrics.cas import only_if, split_metrics, usefulness_hook
 
     manifest = load_manifest(args.data)
     metrics = args.metrics or ("fid,kid,pr,is" + (",coverage" if manifest.num_classes >= 2 else ""))
+    metrics, app_metrics = split_metrics(metrics)  # cas, augment: training.metrics.cas
     cfg = EvalConfig(
-        metrics=metrics,
+        metrics=metrics or "coverage",
         num_images=args.num_images,
         feature_extractor=args.feature_extractor,
         inception_weights=args.inception_weights,
@@ -199,7 +201,7 @@ def main(args: argparse.Namespace) -> int:
     def log(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
-    results = evaluate(
+    results = only_if(metrics, evaluate)(
         sample,
         manifest,
         cfg,
@@ -215,6 +217,7 @@ def main(args: argparse.Namespace) -> int:
     dist.shutdown()
     if rank != 0:
         return 0
+    results.update(usefulness_hook(app_metrics, sample, manifest, loaded, args, device, log))
     width = max(len(k) for k in results)
     for key, value in results.items():
         print(f"{key:<{width}}  {value:.6g}")

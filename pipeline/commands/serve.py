@@ -111,7 +111,7 @@ def main(args: argparse.Namespace) -> int:
         routers=tuple(extra_routers(generator, config)),
     )
     print(
-        f"serving {generator} on {server.url} (POST /generate, GET /info /health /ready "
+        f"serving {generator} on {server.url} (POST /generate /inpaint /upscale, GET /info /health /ready "
         f"/metrics, docs at /docs); Ctrl-C or SIGTERM drains and stops",
         flush=True,
     )
