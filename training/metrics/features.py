@@ -87,10 +87,50 @@ def resolve_inception_weights(explicit: str | os.PathLike | None = None) -> Path
     )
 
 
+def _import_inception_network() -> None:
+    """Import torch-fidelity's InceptionV3 module without the package's ``__init__``.
+
+    ``torch_fidelity/__init__.py`` imports every feature extractor it has, and its CLIP/VGG/
+    DINOv2 ones import torchvision, which on CPU-only or custom torch builds may be missing or
+    mismatched (PyPI's torchvision then replaces torch or fails to load its operators). The
+    FID network itself (``feature_extractor_inceptionv3``, with its base class and helpers)
+    needs only torch. So when the package cannot be imported whole, register it as a bare
+    package over its installed folder, so that this one submodule imports (torchmetrics'
+    ``NoTrainInceptionV3`` imports exactly that submodule). No code outside the installed
+    torch-fidelity runs; the weights are still only read from a local file.
+    """
+    import importlib
+    import importlib.util
+    import sys
+    import types
+
+    try:
+        import torch_fidelity  # noqa: F401  (whole package: needs a matching torchvision)
+
+        return
+    except Exception:  # noqa: BLE001 - ImportError, or torchvision's operator errors on a torch mismatch
+        for name in [
+            m for m in sys.modules if m == "torch_fidelity" or m.startswith("torch_fidelity.")
+        ]:
+            del sys.modules[name]
+    spec = importlib.util.find_spec("torch_fidelity")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("torch-fidelity is not installed")
+    package = types.ModuleType("torch_fidelity")
+    package.__path__ = list(spec.submodule_search_locations)
+    package.__spec__ = spec
+    sys.modules["torch_fidelity"] = package
+    try:
+        importlib.import_module("torch_fidelity.feature_extractor_inceptionv3")
+    except Exception:
+        del sys.modules["torch_fidelity"]
+        raise
+
+
 def torch_fidelity_available() -> bool:
     try:
-        import torch_fidelity  # noqa: F401  (imports torchvision: a mismatched pair fails here)
-    except Exception:  # noqa: BLE001 - ImportError, or torchvision's operator errors on a torch mismatch
+        _import_inception_network()
+    except Exception:  # noqa: BLE001 - not installed, or broken beyond the InceptionV3 module
         return False
     return True
 
@@ -101,9 +141,9 @@ def check_inception(explicit: str | os.PathLike | None = None) -> Path:
     if not torch_fidelity_available():
         raise InceptionUnavailableError(
             "FID/KID/IS/PR with Inception features need torch-fidelity (the network code; torchmetrics "
-            "builds on it): `pip install 'ganforge[inception]'` with torchvision pinned to your torch, "
-            "e.g. `pip install torch==2.14.1 torchvision==0.29.1 torch-fidelity` (the cluster's matching "
-            "pair; an unpinned install replaces torch). Or use --feature-extractor classifier. "
+            "builds on it): `pip install --no-deps torch-fidelity` (its InceptionV3 needs only torch; "
+            "ganforge loads it without torchvision), or `pip install 'ganforge[inception]'` with "
+            "torchvision pinned to your torch. Or use --feature-extractor classifier. "
             "See docs/evaluation.md"
         )
     return weights
@@ -137,6 +177,7 @@ class InceptionFeatures(FeatureExtractor):
 
     def __init__(self, weights_path: str | os.PathLike) -> None:
         super().__init__()
+        _import_inception_network()  # before torchmetrics imports torch-fidelity's network
         from torchmetrics.image.fid import NoTrainInceptionV3
 
         kwargs = {

@@ -3,16 +3,26 @@ torch-fidelity's network) loads a weights file and gives features of the documen
 
 No download: the test writes a weights file in exactly the format torch-fidelity reads (a
 ``torch.save``d state dict of its ``FeatureExtractorInceptionV3``, every tensor present, random
-values), so a renamed key, a wrong feature layer or a broken path lookup fails here. Needs the
-``inception`` extra (torch-fidelity with a matching torchvision); skipped without it.
+values), so a renamed key, a wrong feature layer or a broken path lookup fails here. Needs
+torch-fidelity (`make setup` installs it without its torchvision dependency, which the
+InceptionV3 module does not use); skipped without it, except in CI.
 """
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
-pytest.importorskip("torch_fidelity.feature_extractor_inceptionv3")
+try:  # torch-fidelity's InceptionV3 module, loaded as ganforge loads it (no torchvision needed)
+    from training.metrics.features import _import_inception_network
+
+    _import_inception_network()
+except ImportError as exc:
+    if os.environ.get("CI"):  # `make setup` installs torch-fidelity: CI must not skip this
+        raise
+    pytest.skip(f"torch-fidelity is not installed: {exc}", allow_module_level=True)
 
 
 @pytest.fixture(scope="module")
