@@ -27,12 +27,14 @@ SIGTERM is seen by the trainer at its next step.
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import io
 import posixpath
 import random
 import signal
 import warnings
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
@@ -408,12 +410,33 @@ class ShardStream(IterableDataset):
             yield _collate(items)
 
 
+_LIVE_ITERATORS: weakref.WeakSet = weakref.WeakSet()
+
+
+@atexit.register
+def _shut_down_workers() -> None:
+    """Stop loader workers before multiprocessing's own exit handler joins them.
+
+    The workers ignore SIGTERM (see ``_ignore_stop_signals``), and at interpreter exit
+    multiprocessing terminates (SIGTERM) and then joins every live child: a loader still open
+    then (an interrupted run, persistent workers) would make the process wait forever. This
+    handler is registered after multiprocessing's (torch imports it first), so it runs before
+    it, and ends the workers the way the DataLoader does when it is closed."""
+    for iterator in list(_LIVE_ITERATORS):
+        shutdown = getattr(iterator, "_shutdown_workers", None)
+        if shutdown is not None:
+            shutdown()
+
+
 class ShardLoader(DataLoader):
     """A DataLoader whose read errors from worker processes stay one line (not a traceback)."""
 
     def __iter__(self):
+        iterator = super().__iter__()
+        if self.num_workers > 0:
+            _LIVE_ITERATORS.add(iterator)
         try:
-            yield from super().__iter__()
+            yield from iterator
         except DataReadError as exc:
             message = str(exc)
             if "Original Traceback" in message:  # re-raised from a worker: keep its message

@@ -481,3 +481,32 @@ def test_a_stop_signal_sent_to_a_loader_worker_does_not_kill_it(tmp_path):
         assert images.shape == (5, 3, 8, 8)
     assert all(worker.is_running() for worker in workers)
     del it
+
+
+def test_a_process_with_an_open_loader_exits_promptly(tmp_path):
+    """The workers ignore SIGTERM, and multiprocessing's exit handler SIGTERMs then joins live
+    children: without shutting the workers down first, an interrupted run (loader still open)
+    never exited."""
+    _write_shards(tmp_path)
+    script = (
+        "import sys\n"
+        "from data_prep.manifest import load_manifest\n"
+        "from training.data import DataConfig, build_loader\n"
+        f"m = load_manifest({str(tmp_path)!r})\n"
+        "it = iter(build_loader(m, DataConfig(num_workers=2, shuffle_buffer=8), batch=5))\n"
+        "next(it)\n"
+        "print('read', flush=True)\n"
+        "sys.exit(3)\n"
+    )
+    start = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.stdout.strip() == "read", proc.stderr[-2000:]
+    assert proc.returncode == 3
+    assert time.monotonic() - start < 60
