@@ -22,7 +22,7 @@ from training.networks.export import atomic_write
 from training.networks.samples import quantize
 from training.networks.translation import translate_batch
 
-from .export import FORMATS, ExportFormatError, ExportMismatchError, _export_onnx
+from .export import FORMATS, ExportFormatError, _export_onnx, compare_uint8
 from .translate import LoadedTranslator
 
 
@@ -108,15 +108,4 @@ def verify_translator_export(
     images = example_images(translator, count, seed=1)
     expected = translate_batch(translator.generators[direction], images)
     got = run_translator_export(path, images)
-    if got.shape != expected.shape or got.dtype != np.uint8:
-        raise ExportMismatchError(
-            f"{path}: output {got.dtype}{list(got.shape)}, expected uint8{list(expected.shape)}"
-        )
-    diff = np.abs(got.astype(np.int16) - expected.astype(np.int16))
-    stats = {"max_abs_diff": float(diff.max()), "mean_abs_diff": float(diff.mean())}
-    if stats["max_abs_diff"] > tolerance:
-        raise ExportMismatchError(
-            f"{path}: differs from PyTorch by up to {stats['max_abs_diff']:.0f} levels "
-            f"(mean {stats['mean_abs_diff']:.3f}); tolerance {tolerance}"
-        )
-    return stats
+    return compare_uint8(path, got, expected, tolerance)
