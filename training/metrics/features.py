@@ -141,7 +141,7 @@ def check_inception(explicit: str | os.PathLike | None = None) -> Path:
     if not torch_fidelity_available():
         raise InceptionUnavailableError(
             "FID/KID/IS/PR with Inception features need torch-fidelity (the network code; torchmetrics "
-            "builds on it): `pip install --no-deps torch-fidelity` (its InceptionV3 needs only torch; "
+            "builds on it): `pip install --no-deps torch-fidelity==0.3.0` (its InceptionV3 needs only torch; "
             "ganforge loads it without torchvision), or `pip install 'ganforge[inception]'` with "
             "torchvision pinned to your torch. Or use --feature-extractor classifier. "
             "See docs/evaluation.md"

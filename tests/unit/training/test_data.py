@@ -467,10 +467,11 @@ def test_a_stop_signal_sent_to_a_loader_worker_does_not_kill_it(tmp_path):
     import psutil
 
     m = _write_shards(tmp_path)
+    before = {p.pid for p in psutil.Process().children()}  # other tests' persistent workers
     loader = build_loader(m, DataConfig(num_workers=2, shuffle_buffer=8), batch=5, seed=1)
     it = iter(loader)
     next(it)
-    workers = psutil.Process().children()
+    workers = [p for p in psutil.Process().children() if p.pid not in before]
     assert len(workers) == 2
     for worker in workers:
         os.kill(worker.pid, signal.SIGTERM)
