@@ -21,10 +21,6 @@ $(STAMP): pyproject.toml
 	# deepspeed is an sdist whose setup.py imports torch: build it against the torch above.
 	DS_BUILD_OPS=0 $(BIN)/python -m pip install -q --no-build-isolation "deepspeed>=0.15"
 	$(BIN)/python -m pip install -q -e ".[dev]"
-	# torch-fidelity holds the standard FID InceptionV3 network (torch only); its torchvision
-	# dependency is for other extractors and would replace the CPU torch: installed without it.
-	# 0.3.0: the 0.4.0 wheel also installs a top-level `tests` package that shadows ours.
-	$(BIN)/python -m pip install -q --no-deps "torch-fidelity==0.3.0"
 	touch $(STAMP)
 
 # PATH: as with the venv activated (tools such as `mlflow models serve` exec uvicorn from PATH)
