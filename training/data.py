@@ -45,6 +45,7 @@ import torch
 import webdataset as wds
 from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from torch.utils.data.dataloader import _MultiProcessingDataLoaderIter
 
 from data_prep.manifest import MANIFEST_NAME, Manifest
 
@@ -428,8 +429,30 @@ def _shut_down_workers() -> None:
             shutdown()
 
 
+class _WorkerIterator(_MultiProcessingDataLoaderIter):
+    """torch's worker iterator, whose shutdown also ends a worker that did not stop in time.
+
+    torch asks the workers to stop, waits a few seconds and then ``terminate()``s (SIGTERM) the
+    ones still alive; ours ignore SIGTERM (``_ignore_stop_signals``), so a worker busy past that
+    wait (a loaded machine, a slow read) would stay alive, and the interpreter's exit, which
+    joins every child process, would wait for it forever. SIGKILL it instead."""
+
+    def _shutdown_workers(self) -> None:
+        super()._shutdown_workers()
+        for worker in getattr(self, "_workers", []):
+            if worker.is_alive():
+                worker.kill()
+                worker.join(timeout=5)
+
+
 class ShardLoader(DataLoader):
     """A DataLoader whose read errors from worker processes stay one line (not a traceback)."""
+
+    def _get_iterator(self):
+        if self.num_workers == 0:
+            return super()._get_iterator()
+        self.check_worker_number_rationality()
+        return _WorkerIterator(self)
 
     def __iter__(self):
         iterator = super().__iter__()

@@ -77,7 +77,8 @@ def test_time_limit_signal_requeues_and_the_requeued_job_resumes(tmp_path, digit
     out, err = job.communicate(timeout=300)
     assert job.returncode == 75, out[-2000:] + err[-3000:]
     assert (tmp_path / "scontrol.log").read_text() == "requeue 4242\n"
-    assert "SignalException" in err  # what the launcher itself says (docs/failure-modes.md)
+    # ours, not the launcher's (torchrun's own lines about the signal vary with timing)
+    assert "run the same command again to resume (exit code 75)" in err
     assert list((tmp_path / "work/runs/digits/checkpoints").glob("ckpt-*"))
 
     (tmp_path / "scontrol.log").unlink()

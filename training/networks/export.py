@@ -91,15 +91,16 @@ def umask_modes(folder: str | Path) -> None:
             os.chmod(f, mode)
 
 
-LOWER_IS_BETTER = ("fid", "kid", "_fd", "distance")
-"""Metric names (in an export's ``meta.metrics``, MLflow, ``eval.keep_best``) that contain one of
-these words are lower-is-better (distances); every other metric is higher-is-better."""
+LOWER_IS_BETTER = ("fid", "kid", "fd", "distance")
+"""Metric names (in an export's ``meta.metrics``, MLflow, ``eval.keep_best``) one of whose
+``_``-separated words starts with one of these (``fid``, ``fid50k_full``, ``classifier_fd``) are
+lower-is-better (distances); every other metric (``confident``, ``coverage``) is higher-is-better."""
 
 
 def lower_is_better(metric: str) -> bool:
     """True for the distances (fid, kid, classifier_fd, ...); accepts prefixes like ``metrics/``."""
     name = metric.rsplit("/", 1)[-1].lower()
-    return any(word in name for word in LOWER_IS_BETTER)
+    return any(word.startswith(LOWER_IS_BETTER) for word in name.split("_"))
 
 
 def save_export(

@@ -511,3 +511,36 @@ def test_a_process_with_an_open_loader_exits_promptly(tmp_path):
     assert proc.stdout.strip() == "read", proc.stderr[-2000:]
     assert proc.returncode == 3
     assert time.monotonic() - start < 60
+
+
+def test_a_worker_busy_past_the_shutdown_wait_does_not_block_exit():
+    """torch stops workers by asking, waiting ~5 s, then SIGTERM, which ours ignore: a worker
+    still inside a slow read then was never ended, and the interpreter's exit (which joins every
+    child) waited forever: the CI run that hung after the suite's last test."""
+    script = (
+        "import sys, time, torch\n"
+        "from torch.utils.data import IterableDataset\n"
+        "from training.data import ShardLoader, _ignore_stop_signals\n"
+        "class Slow(IterableDataset):\n"
+        "    def __iter__(self):\n"
+        "        yield torch.zeros(1)\n"
+        "        time.sleep(600)\n"
+        "        yield torch.zeros(1)\n"
+        "it = iter(ShardLoader(Slow(), batch_size=None, num_workers=1, prefetch_factor=1,\n"
+        "                      worker_init_fn=_ignore_stop_signals))\n"
+        "next(it)\n"
+        "print('read', flush=True)\n"
+        "sys.exit(3)\n"
+    )
+    start = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.stdout.strip() == "read", proc.stderr[-2000:]
+    assert proc.returncode == 3
+    assert time.monotonic() - start < 60

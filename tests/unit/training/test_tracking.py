@@ -69,7 +69,10 @@ def manifest_dir(tmp_path):
 
 
 def test_what_the_ui_shows(tmp_path, manifest_dir, monkeypatch):
-    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "1")
+    # a sample every 0.1 s, logged at once: the run is ~1 s long, and a monitor stopped before its
+    # first logging step logs nothing
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.1")
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLES_BEFORE_LOGGING", "1")
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     cfg = TrackingConfig(uri=uri, experiment="ui", system_metrics=True)
     tracker = Tracker(cfg, work_dir=tmp_path, run_dir=tmp_path / "run", run_name="r")
@@ -191,7 +194,10 @@ def test_a_training_run_as_the_ui_shows_it(tmp_path, digits_shards, monkeypatch)
     from pipeline.cli import main
     from tests.conftest import tiny_overrides
 
-    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "1")
+    # a sample every 0.1 s, logged at once: the run is ~1 s long, and a monitor stopped before its
+    # first logging step logs nothing
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.1")
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLES_BEFORE_LOGGING", "1")
     work = tmp_path / "work"
     overrides = tiny_overrides(
         work,
