@@ -39,10 +39,6 @@ class InceptionWeightsError(FileNotFoundError):
     """The Inception weights file is not where ganforge looked; the message says where to put it."""
 
 
-class InceptionUnavailableError(ValueError):
-    """No longer raised: the Inception network is ganforge's own code (kept for importers)."""
-
-
 def hub_weights_path() -> Path:
     """``$TORCH_HOME/hub/checkpoints/<file>`` (default ``~/.cache/torch/hub/checkpoints/<file>``),
     where torch-fidelity itself would have cached a download."""
