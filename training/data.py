@@ -452,7 +452,15 @@ class ShardLoader(DataLoader):
         if self.num_workers == 0:
             return super()._get_iterator()
         self.check_worker_number_rationality()
-        return _WorkerIterator(self)
+        # The workers are forked in there and ignore SIGTERM/SIGINT only once their init has run:
+        # block both meanwhile (the mask is inherited), so that a signal sent to the whole job
+        # while they start stays pending and is then ignored instead of killing one of them.
+        stop = {signal.SIGTERM, signal.SIGINT}
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, stop)
+        try:
+            return _WorkerIterator(self)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
     def __iter__(self):
         iterator = super().__iter__()
@@ -475,6 +483,7 @@ def _ignore_stop_signals(_worker_id: int) -> None:
     when the main process closes the loader (or exits: they watch their parent)."""
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})  # see ShardLoader
 
 
 def build_loader(

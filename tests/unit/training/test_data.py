@@ -463,25 +463,32 @@ def test_ganforge_train_with_all_shards_deleted_stops_with_one_line(tmp_path, di
 
 def test_a_stop_signal_sent_to_a_loader_worker_does_not_kill_it(tmp_path):
     """SLURM signals every process of the job: the workers must leave SIGTERM/SIGINT to the main
-    process (which checkpoints), not die and make it raise "DataLoader worker killed"."""
+    process (which checkpoints), not die and make it raise "DataLoader worker killed". Also in
+    the instant after a worker is forked, before its init has run (a CI run lost a worker so)."""
     import psutil
 
     m = _write_shards(tmp_path)
     before = {p.pid for p in psutil.Process().children()}  # other tests' persistent workers
     loader = build_loader(m, DataConfig(num_workers=2, shuffle_buffer=8), batch=5, seed=1)
-    it = iter(loader)
-    next(it)
+    iterator = loader._get_iterator()  # what iter() does first: fork the workers
     workers = [p for p in psutil.Process().children() if p.pid not in before]
     assert len(workers) == 2
-    for worker in workers:
-        os.kill(worker.pid, signal.SIGTERM)
-        os.kill(worker.pid, signal.SIGINT)
+
+    def signal_all():
+        for worker in workers:
+            os.kill(worker.pid, signal.SIGTERM)
+            os.kill(worker.pid, signal.SIGINT)
+
+    signal_all()  # at once, before the workers can have run their init
+    images, _labels = next(iterator)
+    signal_all()  # and while they stream
     time.sleep(0.5)
     for _ in range(10):  # the stream goes on, from the same worker processes
-        images, _labels = next(it)
+        images, _labels = next(iterator)
         assert images.shape == (5, 3, 8, 8)
     assert all(worker.is_running() for worker in workers)
-    del it
+    iterator._shutdown_workers()
+    assert not any(worker.is_running() for worker in workers)
 
 
 def test_a_process_with_an_open_loader_exits_promptly(tmp_path):
