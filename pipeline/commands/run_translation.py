@@ -13,11 +13,22 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import shlex
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+from .run_stages import (
+    checked_tracking_uri,
+    print_summary,
+    register_stage,
+    train_stage,
+    unfinished_exit_code,
+)
+
+if TYPE_CHECKING:
+    from pipeline.config import RunConfig
 
 
 def before_after_cells(translator, real_a: np.ndarray, real_b: np.ndarray) -> np.ndarray:
@@ -31,24 +42,16 @@ def before_after_cells(translator, real_a: np.ndarray, real_b: np.ndarray) -> np
     return cells.repeat(scale, axis=1).repeat(scale, axis=2)
 
 
-def main(cfg, args: argparse.Namespace) -> int:
+def main(cfg: RunConfig, args: argparse.Namespace) -> int:
     from data_prep import shard_dataset
     from data_prep.manifest import load_manifest
     from data_prep.translation_demo import write_demo_domains
     from deploy.generator import save_grid
-    from deploy.registry import register_export
     from deploy.translate import load_translator
-    from pipeline.config import config_to_yaml
     from training.families.cyclegan import domain_paths, read_images
-    from training.tracking import check_tracking_server, resolve_tracking_uri
-    from training.trainer import train
-
-    from .common import EXIT_DIVERGED, EXIT_INTERRUPTED
 
     started = time.time()
-    uri = resolve_tracking_uri(cfg.tracking, cfg.work_dir)
-    if cfg.tracking.enabled:
-        check_tracking_server(uri)  # the registry is needed at stage 3: fail now, in seconds
+    uri = checked_tracking_uri(cfg)
     paths = domain_paths(cfg)
     sources = list(cfg.cyclegan.sources)
     if sources == ["demo"]:
@@ -70,25 +73,10 @@ def main(cfg, args: argparse.Namespace) -> int:
         print(f"      domain {name}: {m.num_samples} images in {len(m.shards)} shards at {path}")
     cfg = dataclasses.replace(cfg, cyclegan=dataclasses.replace(cfg.cyclegan, domains=paths))
 
-    print(f"[2/4] train: {cfg.model.family}, {cfg.train.total_kimg:g} kimg", flush=True)
-    result = train(cfg, config_yaml=config_to_yaml(cfg))
-    if result.status != "finished" or result.export_dir is None:
-        print(f"training {result.status}; re-run the same command to resume")
-        return EXIT_DIVERGED if result.status == "diverged" else EXIT_INTERRUPTED
-
-    print(f"[3/4] register: {cfg.tracking.model_name} @ {cfg.tracking.alias}", flush=True)
-    if not cfg.tracking.enabled:
-        print("      tracking.enabled=false: translating with the local export instead")
-        model_uri = str(result.export_dir)
-    else:
-        info = register_export(
-            result.export_dir,
-            model_name=cfg.tracking.model_name,
-            alias=cfg.tracking.alias,
-            tracking_uri=uri,
-            run_id=result.mlflow_run_id,
-        )
-        model_uri = f"models:/{info.name}@{cfg.tracking.alias}" if cfg.tracking.alias else info.uri
+    result = train_stage(cfg)
+    if (code := unfinished_exit_code(result)) is not None:
+        return code
+    model_uri = register_stage(cfg, result, uri, use="translating with")
 
     print(f"[4/4] translate: {model_uri}", flush=True)
     translator = load_translator(model_uri, tracking_uri=uri)
@@ -100,23 +88,16 @@ def main(cfg, args: argparse.Namespace) -> int:
         cols=4,
     )
 
-    ui = (
-        f"mlflow ui --backend-store-uri {shlex.quote(uri)}"
-        if uri.startswith(("sqlite:", "file:"))
-        else f"open {uri} in a browser"
+    print_summary(
+        cfg,
+        result,
+        started=started,
+        uri=uri,
+        model_uri=model_uri,
+        inputs=f"  domains:      A {paths[0]}, B {paths[1]}",
+        outputs=[
+            f"  before/after: {grid_path} (rows: A | A->B | B | B->A)",
+            f"  translate:    ganforge translate --model {model_uri} --direction a2b IMAGE... --out DIR",
+        ],
     )
-    print()
-    print(f"ganforge run finished in {time.time() - started:.0f} s")
-    print(f"  domains:      A {paths[0]}, B {paths[1]}")
-    print(f"  run:          {result.run_dir} ({result.images_seen / 1000:.1f} kimg)")
-    print(f"  mlflow run:   {result.mlflow_run_id} in experiment {cfg.tracking.experiment!r}")
-    print(f"  model:        {model_uri}")
-    evals = {k.split("/", 1)[1]: v for k, v in result.metrics.items() if k.startswith("metrics/")}
-    if evals:
-        print("  quality:      " + ", ".join(f"{k} {v:.3f}" for k, v in sorted(evals.items())))
-    print(f"  before/after: {grid_path} (rows: A | A->B | B | B->A)")
-    print(
-        f"  translate:    ganforge translate --model {model_uri} --direction a2b IMAGE... --out DIR"
-    )
-    print(f"  open the UI:  {ui}")
     return 0
