@@ -12,17 +12,14 @@ Re-running the same command resumes where it stopped (finished stages are reused
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .common import add_config_arguments, config_from_args
-from .run_stages import (
-    checked_tracking_uri,
-    print_summary,
-    register_stage,
-    train_stage,
-    unfinished_exit_code,
-)
+from .run_stages import run_pipeline
+
+if TYPE_CHECKING:
+    from pipeline.config import RunConfig
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,32 +41,20 @@ def main(args: argparse.Namespace) -> int:
 
         return run_translation(cfg, args)
     seeds = parse_seeds(args.seeds)
-    started = time.time()
-    uri = checked_tracking_uri(cfg)
 
-    print(f"[1/4] prep: {cfg.prep.source} -> {cfg.data_dir}", flush=True)
-    manifest = shard_dataset(cfg.prep, out=cfg.data_dir)
-    print(f"      {manifest.num_samples} images in {len(manifest.shards)} shards", flush=True)
+    def prep(cfg: RunConfig) -> tuple[RunConfig, str]:
+        print(f"[1/4] prep: {cfg.prep.source} -> {cfg.data_dir}", flush=True)
+        manifest = shard_dataset(cfg.prep, out=cfg.data_dir)
+        print(f"      {manifest.num_samples} images in {len(manifest.shards)} shards", flush=True)
+        return cfg, f"  shards:       {cfg.data_dir} ({manifest.num_samples} images, manifest.json)"
 
-    result = train_stage(cfg)
-    if (code := unfinished_exit_code(result)) is not None:
-        return code
-    model_uri = register_stage(cfg, result, uri, use="generating from")
+    def generate(cfg: RunConfig, model_uri: str, uri: str) -> list[str]:
+        print(f"[4/4] generate: {model_uri}", flush=True)
+        generator = load_generator(model_uri, tracking_uri=uri)
+        # conditional models: one class per grid column-cycle, so every class shows up
+        labels = [s % generator.c_dim for s in seeds] if generator.c_dim else None
+        images = generator.generate(seeds, psi=args.psi, labels=labels)
+        grid_path = save_grid(images, Path(cfg.work_dir) / "outputs" / f"{cfg.name}-grid.png")
+        return [f"  final grid:   {grid_path}"]
 
-    print(f"[4/4] generate: {model_uri}", flush=True)
-    generator = load_generator(model_uri, tracking_uri=uri)
-    # conditional models: one class per grid column-cycle, so every class shows up
-    labels = [s % generator.c_dim for s in seeds] if generator.c_dim else None
-    images = generator.generate(seeds, psi=args.psi, labels=labels)
-    grid_path = save_grid(images, Path(cfg.work_dir) / "outputs" / f"{cfg.name}-grid.png")
-
-    print_summary(
-        cfg,
-        result,
-        started=started,
-        uri=uri,
-        model_uri=model_uri,
-        inputs=f"  shards:       {cfg.data_dir} ({manifest.num_samples} images, manifest.json)",
-        outputs=[f"  final grid:   {grid_path}"],
-    )
-    return 0
+    return run_pipeline(cfg, prep=prep, deliver=generate, use="generating from")

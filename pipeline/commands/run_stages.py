@@ -1,16 +1,15 @@
-"""The stages of ``ganforge run`` that generators (``run.py``) and translators
-(``run_translation.py``) share: the tracking check, training, registration and the summary.
-Registration is also what ``ganforge train`` does with ``tracking.register=true``.
-
-Each stage prints its ``[i/4]`` line; what differs between the two kinds of model (prep of one or
-two domains, a grid of samples or of before/after pairs) stays in their modules.
+"""The stages of ``ganforge run``, for generators (``run.py``) and translators
+(``run_translation.py``) alike: tracking check, [1/4] prep, [2/4] train, [3/4] register,
+[4/4] deliver, summary. What differs between the two kinds of model (prep of one or two
+domains; a grid of samples or of before/after pairs) is passed in as the ``prep`` and ``deliver``
+stages. Registration is also what ``ganforge train`` does with ``tracking.register=true``.
 """
 
 from __future__ import annotations
 
 import shlex
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from .common import EXIT_DIVERGED, EXIT_INTERRUPTED
@@ -19,6 +18,30 @@ if TYPE_CHECKING:
     from deploy.registry import ModelVersionInfo
     from pipeline.config import RunConfig
     from training.trainer import TrainResult
+
+
+def run_pipeline(
+    cfg: RunConfig,
+    *,
+    prep: Callable[[RunConfig], tuple[RunConfig, str]],
+    deliver: Callable[[RunConfig, str, str], list[str]],
+    use: str,
+) -> int:
+    """Run the stages; -> the exit code. ``prep(cfg) -> (cfg to train, summary line of the data)``
+    prints [1/4]; ``deliver(cfg, model_uri, tracking_uri) -> summary lines of what it wrote``
+    prints [4/4]; ``use``: what deliver does with the model (for the tracking-off message)."""
+    started = time.time()
+    uri = checked_tracking_uri(cfg)
+    cfg, inputs = prep(cfg)
+    result = train_stage(cfg)
+    if (code := unfinished_exit_code(result)) is not None:
+        return code
+    model_uri = register_stage(cfg, result, uri, use=use)
+    outputs = deliver(cfg, model_uri, uri)
+    print_summary(
+        cfg, result, started=started, uri=uri, model_uri=model_uri, inputs=inputs, outputs=outputs
+    )
+    return 0
 
 
 def checked_tracking_uri(cfg: RunConfig) -> str:
