@@ -5,6 +5,7 @@ contract). A run names both (``cyclegan.domains: [A, B]``); this module checks t
 together and reads them with ``training.data.build_loader``, once per domain, each with its own
 seed: the streams are **unpaired** (which B image arrives with an A image is pure chance, and
 changing one domain's data does not change the other's order) and each has its own shuffle.
+``read_images`` reads a domain's first images in shard order (grids, translator metrics).
 Resuming passes ``start_index`` (images seen) to both, so ``data.loader=deterministic`` replays
 both streams exactly to where a run stopped, as for one domain.
 """
@@ -122,3 +123,24 @@ class DomainBatches:
     def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
         (images_a, _), (images_b, _) = (next(it) for it in self._iters)
         return images_a, images_b
+
+
+def read_images(manifest: Manifest, count: int, split: str = "train") -> torch.Tensor:
+    """The first ``count`` images of a manifest's split in shard order (fixed: grids, metrics):
+    uint8 [N, C, H, W] on the CPU; fewer when the split has fewer."""
+    loader = build_loader(
+        manifest,
+        DataConfig(num_workers=0, shuffle_buffer=0),
+        batch=min(count, 256),
+        mode="epoch",
+        split=split,
+    )
+    images, seen = [], 0
+    for x, _ in loader:
+        images.append(x)
+        seen += len(x)
+        if seen >= count:
+            break
+    if not images:
+        raise ValueError(f"{manifest.location}: the {split} split has no images")
+    return torch.cat(images)[:count]

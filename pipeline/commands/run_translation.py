@@ -41,7 +41,8 @@ def main(cfg: RunConfig, args: argparse.Namespace) -> int:
     from data_prep.translation_demo import write_demo_domains
     from deploy.generator import save_grid
     from deploy.translate import load_translator
-    from training.families.cyclegan import domain_paths, read_images
+    from training.domains import read_images
+    from training.families.cyclegan import domain_paths
 
     manifests: list[Manifest] = []
 

@@ -42,7 +42,7 @@ import torch
 from torch import nn
 
 from .. import losses
-from ..domains import DOMAIN_NAMES, check_domains
+from ..domains import DOMAIN_NAMES, check_domains, read_images
 from ..family import Family, Network, Phase, ReduceContext, Schedule, StepContext
 from ..networks.cyclegan import (
     CycleGANNetConfig,
@@ -390,26 +390,11 @@ class CycleGAN(Family):
         )
 
 
-def read_images(manifest: Any, count: int, split: str = "train") -> torch.Tensor:
-    """The first ``count`` images of a manifest in shard order: uint8 [N, C, H, W] (CPU)."""
-    from ..data import DataConfig, build_loader
-
-    loader = build_loader(
-        manifest,
-        DataConfig(num_workers=0, shuffle_buffer=0),
-        batch=min(count, 256),
-        mode="epoch",
-        split=split,
-    )
-    images, seen = [], 0
-    for x, _ in loader:
-        images.append(x)
-        seen += len(x)
-        if seen >= count:
-            break
-    if not images:
-        raise ValueError(f"{manifest.location}: the {split} split has no images")
-    return torch.cat(images)[:count]
-
-
-__all__ = ["CycleGAN", "CycleGANConfig", "cycle_loss", "identity_loss", "lr_factor"]
+__all__ = [
+    "CycleGAN",
+    "CycleGANConfig",
+    "cycle_loss",
+    "identity_loss",
+    "lr_factor",
+    "read_images",  # from training.domains, for callers that know cyclegan
+]
