@@ -43,7 +43,15 @@ from torch import nn
 
 from .. import losses
 from ..domains import DOMAIN_NAMES, check_domains, read_images
-from ..family import Family, Network, Phase, ReduceContext, Schedule, StepContext
+from ..family import (
+    EvalContext,
+    Family,
+    Network,
+    Phase,
+    ReduceContext,
+    Schedule,
+    StepContext,
+)
 from ..networks.cyclegan import (
     CycleGANNetConfig,
     ImagePool,
@@ -352,7 +360,7 @@ class CycleGAN(Family):
         return torch.stack([c[:rows] for c in columns], dim=1).flatten(0, 1)
 
     def evaluate(
-        self, nets: Mapping[str, nn.Module], images_seen: int, ev: Any
+        self, nets: Mapping[str, nn.Module], images_seen: int, ev: EvalContext
     ) -> dict[str, float]:
         from ..metrics.translation import translation_metrics
 
@@ -363,11 +371,7 @@ class CycleGAN(Family):
             self.manifests["a"],
             self.manifests["b"],
             self.cfg.eval,
-            device=ev.device,
-            rank=ev.rank,
-            world_size=ev.world_size,
-            gather=ev.gather,
-            log=ev.log,
+            **ev.metric_kwargs(),
         )
 
     def export(self, nets: Mapping[str, nn.Module], out_dir: Path, meta: dict[str, Any]) -> Path:
