@@ -45,21 +45,6 @@ class LatentSpace:
         raise NotImplementedError
 
 
-def build_space(
-    lg: LoadedGenerator,
-    target: torch.Tensor,
-    observe: Callable[[torch.Tensor], torch.Tensor],
-    mask: torch.Tensor | None,
-    c: torch.Tensor | None,
-    distance: Distance,
-    cfg: ProjectConfig,
-) -> LatentSpace:
-    """The family's latent space: W/W+ for stylegan2, z otherwise."""
-    if lg.config["family"] == "stylegan2":
-        return WSpace(lg, target.shape[0], c, cfg)
-    return ZSpace(lg, target, observe, mask, c, distance, cfg)
-
-
 class WSpace(LatentSpace):
     """stylegan2's W (or W+) with its noise maps as variables, started at w_avg."""
 

@@ -44,7 +44,7 @@ from training.networks.samples import to_uint8
 from . import sampling
 from .distance import build_distance
 from .generator import LoadedGenerator
-from .latent_spaces import build_space
+from .latent_spaces import LatentSpace, WSpace, ZSpace
 from .projection_io import as_batch, to_tensor
 
 
@@ -209,7 +209,11 @@ def project(
         )
 
     torch.manual_seed(cfg.seed)
-    space = build_space(lg, target, observe, mask, c, distance, cfg)
+    space: LatentSpace
+    if lg.config["family"] == "stylegan2":
+        space = WSpace(lg, n, c, cfg)
+    else:
+        space = ZSpace(lg, target, observe, mask, c, distance, cfg)
     groups = [{"params": [space.latent], "lr_mult": 1.0}]
     noise_params = [v for v in space.noise.values() if v.requires_grad]
     if noise_params:

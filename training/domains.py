@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any
 
 import torch
 
@@ -89,30 +89,12 @@ class DomainBatches:
     loaders; ``next()`` draws one micro-batch from each."""
 
     def __init__(
-        self,
-        domains: Domains,
-        cfg: DataConfig,
-        *,
-        batch: int,
-        rank: int = 0,
-        world_size: int = 1,
-        seed: int = 0,
-        micro_per_rank: int = 1,
-        start_index: int = 0,
-        mode: Literal["resampled", "deterministic"] | None = None,
+        self, domains: Domains, cfg: DataConfig, *, seed: int = 0, **loader_kwargs: Any
     ) -> None:
+        """``loader_kwargs``: the rest of ``build_loader``'s arguments (``batch``, ``rank``,
+        ``world_size``, ``micro_per_rank``, ``start_index``, ``mode``), the same for both."""
         self.loaders = [
-            build_loader(
-                manifest,
-                cfg,
-                batch=batch,
-                rank=rank,
-                world_size=world_size,
-                seed=domain_seed(seed, i),
-                micro_per_rank=micro_per_rank,
-                start_index=start_index,
-                mode=mode,
-            )
+            build_loader(manifest, cfg, seed=domain_seed(seed, i), **loader_kwargs)
             for i, manifest in enumerate(domains)
         ]
         self._iters = [iter(loader) for loader in self.loaders]
