@@ -3,16 +3,16 @@ SIGTERM + resume on another world size is exact (networks, optimizers and both i
 
 from __future__ import annotations
 
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from tests.integration.test_distributed import ROOT, _env, _final, run_launch
+from tests.integration.test_distributed import (
+    _final,
+    run_launch,
+    sigterm_after_first_tick,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -86,21 +86,9 @@ def test_two_processes_match_one_process(tmp_path, domains):
 def test_sigterm_then_resume_on_two_processes_is_exact(tmp_path, domains):
     run_launch(1, _args(tmp_path / "straight", domains))
     args = _args(tmp_path / "cut", domains, **{"train.total_kimg": 0.048})
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.cli", *args],
-        cwd=ROOT,
-        env=_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    proc, out, err = sigterm_after_first_tick(
+        args, tmp_path / "cut/runs/cyclegan-demo/metrics.jsonl", wait=300, poll=0.05, timeout=300
     )
-    metrics = tmp_path / "cut/runs/cyclegan-demo/metrics.jsonl"
-    deadline = time.time() + 300
-    while not metrics.exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-    assert proc.poll() is None, proc.communicate()[1][-3000:]
-    proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=300)
     assert proc.returncode == 75 and "SIGTERM received" in out, err[-3000:]
     _, cut = _final(tmp_path / "cut/runs/cyclegan-demo")
     assert 0 < cut["images_seen"] < 48
