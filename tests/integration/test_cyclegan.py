@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.conftest import prep_demo_domains
 from tests.integration.test_distributed import (
     _final,
     run_launch,
@@ -19,21 +20,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def domains(tmp_path_factory) -> list[str]:
-    from data_prep import shard_dataset
-    from data_prep.config import PrepConfig
-    from data_prep.translation_demo import write_demo_domains
-
-    root = tmp_path_factory.mktemp("cyclegan-domains")
-    dirs = write_demo_domains(root / "images", size=32, per_cell=1)
-    out = []
-    for name, folder in zip("AB", dirs, strict=True):
-        shard_dataset(
-            PrepConfig(source=str(folder), resolution=32, shard_samples=24, workers=1),
-            out=str(root / name),
-            progress=False,
-        )
-        out.append(str(root / name))
-    return out
+    return prep_demo_domains(tmp_path_factory.mktemp("cyclegan-domains"), shard_samples=24)
 
 
 def _args(work: Path, domains: list[str], **extra) -> list[str]:
