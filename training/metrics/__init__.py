@@ -23,7 +23,6 @@ from .evaluation import (
 from .features import (
     INCEPTION_WEIGHTS_FILE,
     INCEPTION_WEIGHTS_URL,
-    InceptionUnavailableError,
     InceptionWeightsError,
     check_inception,
     resolve_inception_weights,
@@ -37,7 +36,6 @@ __all__ = [
     "METRICS",
     "ClassifierConfig",
     "EvalConfig",
-    "InceptionUnavailableError",
     "InceptionWeightsError",
     "check_inception",
     "compute_metrics",

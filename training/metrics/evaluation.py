@@ -191,8 +191,8 @@ def _needs(cfg: EvalConfig) -> tuple[bool, bool]:
 
 
 def preflight(manifest: Manifest, cfg: EvalConfig) -> None:
-    """Raise now what would otherwise fail after minutes of work: missing Inception weights or
-    torch-fidelity, coverage on unlabelled data."""
+    """Raise now what would otherwise fail after minutes of work: missing or malformed
+    Inception weights, coverage on unlabelled data."""
     need_inception, need_classifier = _needs(cfg)
     if need_classifier:
         check_labelled(manifest)

@@ -5,9 +5,10 @@ Every metric in this package works on features, never on pixels: an extractor ma
 (used by the Inception Score and the class histogram). Two kinds exist:
 
 - ``InceptionFeatures``: the standard FID network (Szegedy et al. 2016, the TensorFlow
-  2015-12-05 graph as converted by torch-fidelity), built through torchmetrics'
-  ``NoTrainInceptionV3``. Its 2048-d pool features are the ones FID/KID numbers in the
-  literature use; its logits are torch-fidelity's ``logits_unbiased`` (what IS uses).
+  2015-12-05 graph with torch-fidelity's converted weights), ganforge's own pure-torch code in
+  ``inception.py`` (equal to torch-fidelity's network bit for bit). Its 2048-d pool features are
+  the ones FID/KID numbers in the literature use; its logits are torch-fidelity's
+  ``logits_unbiased`` (what IS uses).
 - ``training.metrics.coverage.ClassifierFeatures``: a small CNN trained on the labelled real
   data (no download; the default for the built-in digits).
 
@@ -24,6 +25,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .inception import NUM_CLASSES, NUM_FEATURES, FIDInceptionV3, read_weights
+from .inception import InceptionWeightsFormatError as InceptionWeightsFormatError  # re-export
+
 INCEPTION_WEIGHTS_FILE = "weights-inception-2015-12-05-6726825d.pth"
 INCEPTION_WEIGHTS_URL = (
     "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/" + INCEPTION_WEIGHTS_FILE
@@ -33,10 +37,6 @@ WEIGHTS_ENV = "GANFORGE_INCEPTION_WEIGHTS"
 
 class InceptionWeightsError(FileNotFoundError):
     """The Inception weights file is not where ganforge looked; the message says where to put it."""
-
-
-class InceptionUnavailableError(ValueError):
-    """torch-fidelity (which holds the Inception network code) is not installed."""
 
 
 def hub_weights_path() -> Path:
@@ -87,65 +87,13 @@ def resolve_inception_weights(explicit: str | os.PathLike | None = None) -> Path
     )
 
 
-def _import_inception_network() -> None:
-    """Import torch-fidelity's InceptionV3 module without the package's ``__init__``.
-
-    ``torch_fidelity/__init__.py`` imports every feature extractor it has, and its CLIP/VGG/
-    DINOv2 ones import torchvision, which on CPU-only or custom torch builds may be missing or
-    mismatched (PyPI's torchvision then replaces torch or fails to load its operators). The
-    FID network itself (``feature_extractor_inceptionv3``, with its base class and helpers)
-    needs only torch. So when the package cannot be imported whole, register it as a bare
-    package over its installed folder, so that this one submodule imports (torchmetrics'
-    ``NoTrainInceptionV3`` imports exactly that submodule). No code outside the installed
-    torch-fidelity runs; the weights are still only read from a local file.
-    """
-    import importlib
-    import importlib.util
-    import sys
-    import types
-
-    try:
-        import torch_fidelity  # noqa: F401  (whole package: needs a matching torchvision)
-
-        return
-    except Exception:  # noqa: BLE001 - ImportError, or torchvision's operator errors on a torch mismatch
-        for name in [
-            m for m in sys.modules if m == "torch_fidelity" or m.startswith("torch_fidelity.")
-        ]:
-            del sys.modules[name]
-    spec = importlib.util.find_spec("torch_fidelity")
-    if spec is None or not spec.submodule_search_locations:
-        raise ImportError("torch-fidelity is not installed")
-    package = types.ModuleType("torch_fidelity")
-    package.__path__ = list(spec.submodule_search_locations)
-    package.__spec__ = spec
-    sys.modules["torch_fidelity"] = package
-    try:
-        importlib.import_module("torch_fidelity.feature_extractor_inceptionv3")
-    except Exception:
-        del sys.modules["torch_fidelity"]
-        raise
-
-
-def torch_fidelity_available() -> bool:
-    try:
-        _import_inception_network()
-    except Exception:  # noqa: BLE001 - not installed, or broken beyond the InceptionV3 module
-        return False
-    return True
-
-
 def check_inception(explicit: str | os.PathLike | None = None) -> Path:
-    """Everything the Inception extractor needs, checked before any work -> the weights path."""
+    """Everything the Inception extractor needs, checked before any work -> the weights path.
+
+    Finds the file and reads it once: a file of another network (wrong keys or shapes) fails
+    here with a one-line ``InceptionWeightsFormatError``, not after minutes of generation."""
     weights = resolve_inception_weights(explicit)
-    if not torch_fidelity_available():
-        raise InceptionUnavailableError(
-            "FID/KID/IS/PR with Inception features need torch-fidelity (the network code; torchmetrics "
-            "builds on it): `pip install --no-deps torch-fidelity==0.3.0` (its InceptionV3 needs only torch; "
-            "ganforge loads it without torchvision), or `pip install 'ganforge[inception]'` with "
-            "torchvision pinned to your torch. Or use --feature-extractor classifier. "
-            "See docs/evaluation.md"
-        )
+    read_weights(weights)
     return weights
 
 
@@ -165,43 +113,30 @@ class FeatureExtractor(nn.Module):
 
 
 class InceptionFeatures(FeatureExtractor):
-    """torchmetrics' ``NoTrainInceptionV3`` (the torch-fidelity FID network), 2048-d pool features.
+    """The FID Inception-v3 (``inception.FIDInceptionV3``), 2048-d pool features, 1008 logits.
 
     Images are resized to 299 px inside the network with TensorFlow-1-compatible bilinear
-    interpolation (``antialias=False``), as torch-fidelity and NVlabs do, so the numbers can be
-    compared with published ones. Grayscale images are repeated to three channels.
+    interpolation, as torch-fidelity and NVlabs do, so the numbers can be compared with
+    published ones. Grayscale images are repeated to three channels.
     """
 
-    num_features = 2048
-    num_logits = 1008
+    num_features = NUM_FEATURES
+    num_logits = NUM_CLASSES
 
     def __init__(self, weights_path: str | os.PathLike) -> None:
         super().__init__()
-        _import_inception_network()  # before torchmetrics imports torch-fidelity's network
-        from torchmetrics.image.fid import NoTrainInceptionV3
-
-        kwargs = {
-            "name": "inception-v3-compat",
-            "features_list": ["2048"],
-            "feature_extractor_weights_path": str(weights_path),
-        }
-        try:
-            self.net = NoTrainInceptionV3(**kwargs, antialias=False)
-        except (
-            TypeError
-        ):  # torchmetrics < 1.5 has no antialias switch (and always used TF1 resizing)
-            self.net = NoTrainInceptionV3(**kwargs)
-        self.net.requires_grad_(False)
+        self.net = FIDInceptionV3.from_file(weights_path)
+        # unchanged from the torchmetrics-based extractor (same features): cached statistics stay valid
         self.name = f"inception-v3-2048-{Path(weights_path).name}"
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if images.shape[1] == 1:
             images = images.expand(-1, 3, -1, -1)
-        return self.net(images.contiguous()).float()
+        return self.net(images)
 
     def logits(self, features: torch.Tensor) -> torch.Tensor:
         # torch-fidelity's "logits_unbiased" (fc without bias), the IS input in torch-fidelity/torchmetrics
-        return features @ self.net.fc.weight.T.to(features)
+        return self.net.logits_unbiased(features)
 
 
 def inception_extractor(explicit_weights: str | os.PathLike | None = None) -> InceptionFeatures:
