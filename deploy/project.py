@@ -24,30 +24,28 @@ Images are compared after ``observe`` (identity, or e.g. an area-downsample for 
 super-resolution) on the known pixels of ``masks``, with ``deploy.distance`` (multi-scale
 pixel distance by default; LPIPS/VGG16 when given a local weights file). Many targets are
 projected at once as a batch: Adam is element-wise, so the per-image problems stay independent.
+
+The latent spaces live in ``deploy.latent_spaces``; reading targets and writing results (latent
+file, images, progress animation) in ``deploy.projection_io``.
 """
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from training.networks.export import atomic_write
 from training.networks.samples import to_uint8
 
 from . import sampling
 from .distance import build_distance
 from .generator import LoadedGenerator
-from .media import save_animation, save_images
-
-LATENT_FORMAT = "ganforge-projection"
+from .latent_spaces import LatentSpace, WSpace, ZSpace
+from .projection_io import as_batch, to_tensor
 
 
 @dataclass(kw_only=True)
@@ -161,133 +159,6 @@ def noise_regularizer(noise_maps: Sequence[torch.Tensor]) -> torch.Tensor:
     return total
 
 
-def to_tensor(images: np.ndarray, device: torch.device) -> torch.Tensor:
-    """uint8 [N, H, W, C] -> float [N, C, H, W] in [-1, 1] (inverse of to_uint8)."""
-    x = torch.from_numpy(np.array(images, dtype=np.float32)).to(device)
-    return (x.permute(0, 3, 1, 2) - 128.0) / 127.5
-
-
-def load_image(path: str | Path, resolution: int | None, channels: int) -> np.ndarray:
-    """An image file -> uint8 [H, W, C] with the model's channels; with ``resolution``, centre
-    cropped to a square and resized (Lanczos) to it, as NVlabs' projector does."""
-    from PIL import Image, UnidentifiedImageError
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such image file")
-    try:
-        img = Image.open(path)
-        img.load()
-    except (UnidentifiedImageError, OSError) as exc:
-        raise ValueError(f"{path}: not a readable image ({exc})") from None
-    img = img.convert("L" if channels == 1 else "RGB")
-    if resolution is not None:
-        w, h = img.size
-        s = min(w, h)
-        img = img.crop(((w - s) // 2, (h - s) // 2, (w + s) // 2, (h + s) // 2))
-        if s != resolution:
-            img = img.resize((resolution, resolution), Image.LANCZOS)
-    arr = np.asarray(img, dtype=np.uint8)
-    return arr[:, :, None] if arr.ndim == 2 else arr
-
-
-# -- latent spaces ------------------------------------------------------------------------------
-class _Space:
-    """A copy of the generator with an optimisable latent (and noise maps)."""
-
-    name: str
-    latent: torch.Tensor  # [N, L, D], requires grad
-    std: float
-    noise: dict[str, torch.Tensor]  # name -> [N, 1, r, r], requires grad (may be empty)
-
-    def render(self, latent: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
-
-
-class _WSpace(_Space):
-    def __init__(self, lg: LoadedGenerator, n: int, c: torch.Tensor | None, cfg: ProjectConfig):
-        g = copy.deepcopy(lg.generator).eval().requires_grad_(False)
-        self.g, self.name = g, cfg.space
-        gen = torch.Generator().manual_seed(cfg.seed)
-        z = torch.randn([cfg.w_avg_samples, lg.z_dim], generator=gen).to(lg.device)
-        with torch.no_grad():
-            if c is None:
-                cs = None
-                if lg.c_dim:  # no label given: the mean over uniformly drawn classes
-                    ids = torch.randint(lg.c_dim, [cfg.w_avg_samples], generator=gen)
-                    cs = F.one_hot(ids, lg.c_dim).float().to(lg.device)
-                w = g.mapping(z, cs)[:, 0]
-                w_avg = w.mean(dim=0, keepdim=True).expand(n, -1)
-                w_std = float((w - w_avg[:1]).square().sum(dim=1).mean().sqrt())
-            else:  # one mean per class actually requested
-                w_avg = torch.empty([n, g.w_dim], device=lg.device)
-                stds = []
-                for row in torch.unique(c, dim=0):
-                    w = g.mapping(z, row[None].expand(len(z), -1))[:, 0]
-                    mean = w.mean(dim=0)
-                    w_avg[(c == row).all(dim=1)] = mean
-                    stds.append(float((w - mean).square().sum(dim=1).mean().sqrt()))
-                w_std = float(np.mean(stds))
-        layers = g.num_ws if cfg.space == "w+" else 1
-        self.latent = w_avg[:, None].repeat(1, layers, 1).clone().requires_grad_(True)
-        self.std = w_std
-        self.noise = {}
-        for name, module in g.synthesis.named_modules():
-            if getattr(module, "use_noise", False):
-                res = module.noise_const.shape[-1]
-                if cfg.noise_init == "random":
-                    buf = torch.randn([n, 1, res, res], generator=gen).to(lg.device)
-                else:
-                    buf = module.noise_const[None, None].repeat(n, 1, 1, 1).clone()
-                # Broadcasts like the [r, r] buffer; one map per target keeps targets independent.
-                module.noise_const = buf.requires_grad_(cfg.optimize_noise)
-                self.noise[name] = module.noise_const
-
-    def render(self, latent: torch.Tensor) -> torch.Tensor:
-        ws = latent.expand(-1, self.g.num_ws, -1) if latent.shape[1] == 1 else latent
-        return self.g.synthesis(ws, noise_mode="const")
-
-
-class _ZSpace(_Space):
-    def __init__(
-        self,
-        lg: LoadedGenerator,
-        target: torch.Tensor,
-        observe: Callable[[torch.Tensor], torch.Tensor],
-        mask: torch.Tensor | None,
-        c: torch.Tensor | None,
-        distance,
-        cfg: ProjectConfig,
-    ):
-        self.g, self.name, self.noise = lg.generator, "z", {}
-        self.std = math.sqrt(lg.z_dim)  # E||z - 0||^2 = z_dim for z ~ N(0, I)
-        gen = torch.Generator().manual_seed(cfg.seed)
-        n = target.shape[0]
-        classes = [None] if lg.c_dim == 0 else ([c] if c is not None else list(range(lg.c_dim)))
-        best = torch.full([n], float("inf"), device=lg.device)
-        best_z = torch.zeros([n, lg.z_dim], device=lg.device)
-        best_c = None if lg.c_dim == 0 else torch.zeros([n, lg.c_dim], device=lg.device)
-        with torch.no_grad():
-            for _ in range(cfg.init_candidates):
-                z = torch.randn([n, lg.z_dim], generator=gen).to(lg.device)
-                for cls in classes:
-                    cc = cls
-                    if isinstance(cls, int):
-                        cc = F.one_hot(torch.full([n], cls), lg.c_dim).float().to(lg.device)
-                    d = distance(observe(self.g(z, cc).clamp(-1, 1)), target, mask)
-                    better = d < best
-                    best = torch.where(better, d, best)
-                    best_z[better] = z[better]
-                    if cc is not None:
-                        best_c[better] = cc[better]
-        self.c = best_c
-        self.latent = best_z[:, None].clone().requires_grad_(True)
-
-    def render(self, latent: torch.Tensor) -> torch.Tensor:
-        return self.g(latent[:, 0], self.c)
-
-
-# -- the optimisation -----------------------------------------------------------------------
 def project(
     lg: LoadedGenerator,
     targets: np.ndarray,
@@ -306,13 +177,7 @@ def project(
     conditional model (optional). ``progress(step, mean_distance)`` is called after each step.
     """
     cfg = cfg or ProjectConfig()
-    targets = np.asarray(targets)
-    if targets.ndim == 3:
-        targets = targets[None]
-    if targets.ndim != 4 or targets.dtype != np.uint8:
-        raise ValueError(
-            f"targets: expected uint8 [N, H, W, C], got {targets.dtype} {list(targets.shape)}"
-        )
+    targets = as_batch(targets, "targets")
     if targets.shape[-1] != lg.channels:
         raise ValueError(
             f"targets: have {targets.shape[-1]} channels, the generator makes {lg.channels}"
@@ -344,10 +209,11 @@ def project(
         )
 
     torch.manual_seed(cfg.seed)
+    space: LatentSpace
     if lg.config["family"] == "stylegan2":
-        space: _Space = _WSpace(lg, n, c, cfg)
+        space = WSpace(lg, n, c, cfg)
     else:
-        space = _ZSpace(lg, target, observe, mask, c, distance, cfg)
+        space = ZSpace(lg, target, observe, mask, c, distance, cfg)
     groups = [{"params": [space.latent], "lr_mult": 1.0}]
     noise_params = [v for v in space.noise.values() if v.requires_grad]
     if noise_params:
@@ -400,7 +266,7 @@ def project(
     latent = space.latent.detach()
     if space.name == "w":
         latent = latent.expand(-1, space.g.num_ws, -1)
-    labels_out = getattr(space, "c", c)
+    labels_out = space.c
     return Projection(
         images=to_uint8(final),
         latents=latent.cpu().numpy().astype(np.float32),
@@ -417,76 +283,3 @@ def _probe_c(lg: LoadedGenerator) -> torch.Tensor | None:
     if lg.c_dim == 0:
         return None
     return F.one_hot(torch.zeros(1, dtype=torch.long), lg.c_dim).float().to(lg.device)
-
-
-# -- files --------------------------------------------------------------------------------------
-def save_latent(projection: Projection, path: str | Path, family: str, index: int = 0) -> Path:
-    """One target's latent (+ label, noise maps) as safetensors with the space in its metadata."""
-    from safetensors.torch import save_file
-
-    key = "z" if projection.space == "z" else "ws"
-    tensors = {key: torch.from_numpy(projection.latents[index].copy())}
-    if projection.labels is not None:
-        tensors["c"] = torch.from_numpy(projection.labels[index].copy())
-    for name, maps in projection.noise.items():
-        tensors[f"noise.{name}"] = torch.from_numpy(maps[index, 0].copy())
-    meta = {
-        "format": LATENT_FORMAT,
-        "family": family,
-        "space": projection.space,
-        "distance": projection.distance,
-    }
-    return atomic_write(
-        path, lambda tmp: save_file(tensors, tmp, metadata=meta), suffix=".safetensors"
-    )
-
-
-def render_latent(lg: LoadedGenerator, path: str | Path) -> np.ndarray:
-    """A saved projection latent -> its uint8 image [1, R, R, C] (noise maps included)."""
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
-    if meta.get("format") != LATENT_FORMAT:
-        raise ValueError(f"{path}: not a ganforge projection latent (metadata format)")
-    c = tensors.get("c")
-    c = None if c is None else c[None].to(lg.device)
-    with torch.no_grad():
-        if "z" in tensors:
-            return to_uint8(lg.generator(tensors["z"].to(lg.device), c))
-        g = copy.deepcopy(lg.generator)
-        for name, module in g.synthesis.named_modules():
-            if f"noise.{name}" in tensors:
-                module.noise_const = tensors[f"noise.{name}"].to(lg.device)
-        return to_uint8(g.synthesis(tensors["ws"][None].to(lg.device), noise_mode="const"))
-
-
-def save_projection(
-    projection: Projection, target: np.ndarray, out_dir: str | Path, family: str, fps: int = 10
-) -> dict[str, Path]:
-    """Write target.png, projected.png, latent.safetensors and progress.gif (target | frame)."""
-    out = Path(out_dir)
-    written = dict(
-        zip(
-            ("target", "projected"),
-            save_images(np.stack([target, projection.images[0]]), out, ["target", "projected"]),
-        )
-    )
-    written["latent"] = save_latent(projection, out / "latent.safetensors", family)
-    if len(projection.frames):
-        frames = np.concatenate(
-            [np.broadcast_to(target, projection.frames[:, 0].shape), projection.frames[:, 0]],
-            axis=2,
-        )
-        written["progress"] = save_animation(frames, out / "progress.gif", fps=fps)
-    return written
-
-
-def describe(projection: Projection) -> dict[str, Any]:
-    """A JSON-able summary (space, distance, final distance per target)."""
-    return {
-        "space": projection.space,
-        "distance": projection.distance,
-        "final_distance": [round(float(x), 6) for x in projection.losses],
-    }

@@ -28,7 +28,8 @@ import torch.nn.functional as F
 from training.networks.samples import to_uint8
 
 from .generator import LoadedGenerator
-from .project import ProjectConfig, Projection, project, to_tensor
+from .project import ProjectConfig, Projection, project
+from .projection_io import as_batch, to_tensor
 
 
 @dataclass
@@ -40,17 +41,6 @@ class Restoration:
     generated: np.ndarray
     """uint8 [N, R, R, C]: the generator's raw image of the found latent."""
     projection: Projection
-
-
-def _batch(images: np.ndarray, name: str) -> np.ndarray:
-    images = np.asarray(images)
-    if images.ndim == 3:
-        images = images[None]
-    if images.ndim != 4 or images.dtype != np.uint8:
-        raise ValueError(
-            f"{name}: expected uint8 [N, H, W, C] or [H, W, C], got {images.dtype} {list(images.shape)}"
-        )
-    return images
 
 
 def load_mask(path: str | Path, size: tuple[int, int]) -> np.ndarray:
@@ -118,7 +108,7 @@ def inpaint(
     labels=None,
 ) -> Restoration:
     """Fill ``holes`` (bool [N, R, R] or [R, R], True = unknown) of uint8 images [N, R, R, C]."""
-    images = _batch(images, "images")
+    images = as_batch(images, "images")
     holes = np.asarray(holes).astype(bool)
     holes = holes[None] if holes.ndim == 2 else holes
     if holes.shape != images.shape[:3]:
@@ -151,7 +141,7 @@ def upscale(
 ) -> Restoration:
     """Low-resolution uint8 [N, h, h, C] -> [N, R, R, C] at the generator's resolution R,
     where R / h is an integer >= 1 (PULSE-style; see the module doc)."""
-    images = _batch(images, "image")
+    images = as_batch(images, "image")
     n, h, w, _ = images.shape
     if h != w:
         raise ValueError(f"image: must be square, got {w}x{h}; crop it first")

@@ -34,6 +34,25 @@ def digits_shards(tmp_path_factory) -> Path:
     return out
 
 
+def prep_demo_domains(root: Path, shard_samples: int) -> list[str]:
+    """The built-in CycleGAN demo's two domains at 32 px (one crop per cell) as real shards under
+    ``root``/A and ``root``/B -> the two prep output folders."""
+    from data_prep import shard_dataset
+    from data_prep.config import PrepConfig
+    from data_prep.translation_demo import write_demo_domains
+
+    dirs = write_demo_domains(root / "images", size=32, per_cell=1)
+    out = []
+    for name, folder in zip("AB", dirs, strict=True):
+        shard_dataset(
+            PrepConfig(source=str(folder), resolution=32, shard_samples=shard_samples, workers=1),
+            out=str(root / name),
+            progress=False,
+        )
+        out.append(str(root / name))
+    return out
+
+
 def tiny_overrides(work_dir: Path, manifest: Path, **extra: object) -> list[str]:
     """Overrides that turn the digits preset into a seconds-long CPU run."""
     base = {

@@ -5,6 +5,7 @@ contract). A run names both (``cyclegan.domains: [A, B]``); this module checks t
 together and reads them with ``training.data.build_loader``, once per domain, each with its own
 seed: the streams are **unpaired** (which B image arrives with an A image is pure chance, and
 changing one domain's data does not change the other's order) and each has its own shuffle.
+``read_images`` reads a domain's first images in shard order (grids, translator metrics).
 Resuming passes ``start_index`` (images seen) to both, so ``data.loader=deterministic`` replays
 both streams exactly to where a run stopped, as for one domain.
 """
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any
 
 import torch
 
@@ -88,30 +89,12 @@ class DomainBatches:
     loaders; ``next()`` draws one micro-batch from each."""
 
     def __init__(
-        self,
-        domains: Domains,
-        cfg: DataConfig,
-        *,
-        batch: int,
-        rank: int = 0,
-        world_size: int = 1,
-        seed: int = 0,
-        micro_per_rank: int = 1,
-        start_index: int = 0,
-        mode: Literal["resampled", "deterministic"] | None = None,
+        self, domains: Domains, cfg: DataConfig, *, seed: int = 0, **loader_kwargs: Any
     ) -> None:
+        """``loader_kwargs``: the rest of ``build_loader``'s arguments (``batch``, ``rank``,
+        ``world_size``, ``micro_per_rank``, ``start_index``, ``mode``), the same for both."""
         self.loaders = [
-            build_loader(
-                manifest,
-                cfg,
-                batch=batch,
-                rank=rank,
-                world_size=world_size,
-                seed=domain_seed(seed, i),
-                micro_per_rank=micro_per_rank,
-                start_index=start_index,
-                mode=mode,
-            )
+            build_loader(manifest, cfg, seed=domain_seed(seed, i), **loader_kwargs)
             for i, manifest in enumerate(domains)
         ]
         self._iters = [iter(loader) for loader in self.loaders]
@@ -122,3 +105,24 @@ class DomainBatches:
     def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
         (images_a, _), (images_b, _) = (next(it) for it in self._iters)
         return images_a, images_b
+
+
+def read_images(manifest: Manifest, count: int, split: str = "train") -> torch.Tensor:
+    """The first ``count`` images of a manifest's split in shard order (fixed: grids, metrics):
+    uint8 [N, C, H, W] on the CPU; fewer when the split has fewer."""
+    loader = build_loader(
+        manifest,
+        DataConfig(num_workers=0, shuffle_buffer=0),
+        batch=min(count, 256),
+        mode="epoch",
+        split=split,
+    )
+    images, seen = [], 0
+    for x, _ in loader:
+        images.append(x)
+        seen += len(x)
+        if seen >= count:
+            break
+    if not images:
+        raise ValueError(f"{manifest.location}: the {split} split has no images")
+    return torch.cat(images)[:count]

@@ -292,6 +292,17 @@ class EvalContext:
     gather: Callable[[torch.Tensor], torch.Tensor]
     log: Callable[[str], None] | None = None
 
+    def metric_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments every ``training.metrics`` entry point takes to run on all
+        ranks: ``device``, ``rank``, ``world_size``, ``gather``, ``log``."""
+        return {
+            "device": self.device,
+            "rank": self.rank,
+            "world_size": self.world_size,
+            "gather": self.gather,
+            "log": self.log,
+        }
+
 
 # ----------------------------------------------------------------------------------------------
 # The family base class
@@ -443,11 +454,7 @@ class Family:
             self.cfg.eval,
             z_dim=self.z_dim,
             c_dim=self.c_dim,
-            device=ev.device,
-            rank=ev.rank,
-            world_size=ev.world_size,
-            gather=ev.gather,
-            log=ev.log,
+            **ev.metric_kwargs(),
         )
 
     def export(self, nets: Mapping[str, nn.Module], out_dir: Path, meta: dict[str, Any]) -> Path:

@@ -27,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from deploy.media import save_images
-    from deploy.project import load_image
+    from deploy.projection_io import load_image
     from deploy.restore import inpaint, load_mask
 
     cfg = projection_config(args)

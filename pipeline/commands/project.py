@@ -83,7 +83,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from deploy.project import describe, load_image, project, save_projection
+    from deploy.project import project
+    from deploy.projection_io import describe, load_image, save_projection
 
     cfg = projection_config(args, frames=args.frames)
     generator = load_model(args)

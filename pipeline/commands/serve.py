@@ -110,9 +110,14 @@ def main(args: argparse.Namespace) -> int:
         config=config,
         routers=tuple(extra_routers(generator, config)),
     )
+    return serve_until_stopped(server, generator, "POST /generate /inpaint /upscale")
+
+
+def serve_until_stopped(server, model: object, posts: str) -> int:
+    """Say what is served where, serve until Ctrl-C or SIGTERM (which drain first); -> 0."""
     print(
-        f"serving {generator} on {server.url} (POST /generate /inpaint /upscale, GET /info /health /ready "
-        f"/metrics, docs at /docs); Ctrl-C or SIGTERM drains and stops",
+        f"serving {model} on {server.url} ({posts}, GET /info /health /ready /metrics, docs at "
+        f"/docs); Ctrl-C or SIGTERM drains and stops",
         flush=True,
     )
     try:

@@ -58,8 +58,9 @@ def main(args: argparse.Namespace) -> int:
         )
         return EXIT_INTERRUPTED
     if result.export_dir and cfg.tracking.enabled and cfg.tracking.register:
-        from deploy.registry import register_export
         from training.tracking import check_tracking_server, resolve_tracking_uri
+
+        from .run_stages import register
 
         uri = resolve_tracking_uri(cfg.tracking, cfg.work_dir)
         try:
@@ -70,13 +71,7 @@ def main(args: argparse.Namespace) -> int:
                 f"`ganforge register {result.export_dir} --name {cfg.tracking.model_name}"
                 f"{' --alias ' + cfg.tracking.alias if cfg.tracking.alias else ''} --tracking-uri {uri}`"
             ) from None
-        info = register_export(
-            result.export_dir,
-            model_name=cfg.tracking.model_name,
-            alias=cfg.tracking.alias,
-            tracking_uri=uri,
-            run_id=result.mlflow_run_id,
-        )
+        info = register(cfg, result, uri)
         print(f"registered {info.uri} (version {info.version})")
     print(
         f"done: {result.images_seen / 1000:.1f} kimg; export {result.export_dir}; grid {result.grid_path}"

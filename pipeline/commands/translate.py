@@ -79,20 +79,13 @@ def serve_translator(args: argparse.Namespace, config, tracking_uri: str) -> int
     from deploy.translate import load_translator
     from deploy.translate_serve import DEFAULT_BODY_BYTES, TranslatorServer
 
+    from .serve import serve_until_stopped
+
     if args.max_body_bytes == 64 * 1024:  # the generators' default: too small for images
         config = dataclasses.replace(config, max_body_bytes=DEFAULT_BODY_BYTES)
     translator = load_translator(args.model, device=args.device, tracking_uri=tracking_uri)
     server = TranslatorServer(translator, model_uri=args.model, config=config)
-    print(
-        f"serving {translator} on {server.url} (POST /translate, GET /info /health /ready "
-        f"/metrics, docs at /docs); Ctrl-C or SIGTERM drains and stops",
-        flush=True,
-    )
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    return 0
+    return serve_until_stopped(server, translator, "POST /translate")
 
 
 def export_translator_command(args: argparse.Namespace, tracking_uri: str) -> int:

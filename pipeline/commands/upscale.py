@@ -28,7 +28,7 @@ def main(args: argparse.Namespace) -> int:
     import torch
 
     from deploy.media import save_images
-    from deploy.project import load_image, to_tensor
+    from deploy.projection_io import load_image, to_tensor
     from deploy.restore import downscale, upscale
     from training.networks.samples import to_uint8
 

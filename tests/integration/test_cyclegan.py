@@ -3,37 +3,24 @@ SIGTERM + resume on another world size is exact (networks, optimizers and both i
 
 from __future__ import annotations
 
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from tests.integration.test_distributed import ROOT, _env, _final, run_launch
+from tests.conftest import prep_demo_domains
+from tests.integration.test_distributed import (
+    _final,
+    run_launch,
+    sigterm_after_first_tick,
+)
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def domains(tmp_path_factory) -> list[str]:
-    from data_prep import shard_dataset
-    from data_prep.config import PrepConfig
-    from data_prep.translation_demo import write_demo_domains
-
-    root = tmp_path_factory.mktemp("cyclegan-domains")
-    dirs = write_demo_domains(root / "images", size=32, per_cell=1)
-    out = []
-    for name, folder in zip("AB", dirs, strict=True):
-        shard_dataset(
-            PrepConfig(source=str(folder), resolution=32, shard_samples=24, workers=1),
-            out=str(root / name),
-            progress=False,
-        )
-        out.append(str(root / name))
-    return out
+    return prep_demo_domains(tmp_path_factory.mktemp("cyclegan-domains"), shard_samples=24)
 
 
 def _args(work: Path, domains: list[str], **extra) -> list[str]:
@@ -86,21 +73,9 @@ def test_two_processes_match_one_process(tmp_path, domains):
 def test_sigterm_then_resume_on_two_processes_is_exact(tmp_path, domains):
     run_launch(1, _args(tmp_path / "straight", domains))
     args = _args(tmp_path / "cut", domains, **{"train.total_kimg": 0.048})
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.cli", *args],
-        cwd=ROOT,
-        env=_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    proc, out, err = sigterm_after_first_tick(
+        args, tmp_path / "cut/runs/cyclegan-demo/metrics.jsonl", wait=300, poll=0.05, timeout=300
     )
-    metrics = tmp_path / "cut/runs/cyclegan-demo/metrics.jsonl"
-    deadline = time.time() + 300
-    while not metrics.exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-    assert proc.poll() is None, proc.communicate()[1][-3000:]
-    proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=300)
     assert proc.returncode == 75 and "SIGTERM received" in out, err[-3000:]
     _, cut = _final(tmp_path / "cut/runs/cyclegan-demo")
     assert 0 < cut["images_seen"] < 48

@@ -91,6 +91,39 @@ def run_launch(nproc: int, args: list[str], timeout: float = 300) -> subprocess.
     return proc
 
 
+def start_cli(args: list[str], env: dict | None = None) -> subprocess.Popen:
+    """``python -m pipeline.cli ARGS`` in the background from the repo root (text pipes)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli", *args],
+        cwd=ROOT,
+        env=env or _env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def sigterm_after_first_tick(
+    args: list[str],
+    metrics: Path,
+    *,
+    env: dict | None = None,
+    wait: float = 180,
+    poll: float = 0.1,
+    timeout: float = 120,
+) -> tuple[subprocess.Popen, str, str]:
+    """Start a training command, SIGTERM it once its first tick wrote ``metrics`` (a failure
+    before that shows its stderr) -> (process, stdout, stderr) after it exited."""
+    proc = start_cli(args, env)
+    deadline = time.time() + wait
+    while not metrics.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(poll)
+    assert proc.poll() is None, proc.communicate()[1][-3000:]
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=timeout)
+    return proc, out, err
+
+
 def _final(run_dir: Path) -> tuple[dict, dict]:
     ckpt = latest_checkpoint(run_dir / "checkpoints")
     return load_file(str(ckpt / "models.safetensors")), json.loads(
@@ -144,21 +177,7 @@ def test_two_processes_match_one_process(tmp_path, digits_shards):
 def test_sigterm_then_resume_on_two_processes_is_exact(tmp_path, digits_shards):
     run_launch(1, _train_args(tmp_path / "straight", digits_shards, **ADA_100_STEPS))
     args = _train_args(tmp_path / "cut", digits_shards, **ADA_100_STEPS)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.cli", *args],
-        cwd=ROOT,
-        env=_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    metrics = tmp_path / "cut/runs/digits/metrics.jsonl"
-    deadline = time.time() + 180
-    while not metrics.exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.1)
-    assert proc.poll() is None, proc.communicate()[1][-3000:]
-    proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=120)
+    proc, out, err = sigterm_after_first_tick(args, tmp_path / "cut/runs/digits/metrics.jsonl")
     assert proc.returncode == 75 and "SIGTERM received" in out, err[-3000:]  # interrupted
     _, cut = _final(tmp_path / "cut/runs/digits")
     assert 0 < cut["images_seen"] < 800
@@ -204,21 +223,9 @@ def test_sigterm_checkpoints_and_resumes(tmp_path, digits_shards):
     args = _train_args(
         tmp_path, digits_shards, **{"train.total_kimg": 20, "train.checkpoint_ticks": 0}
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.cli", *args],
-        cwd=ROOT,
-        env=_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    proc, out, err = sigterm_after_first_tick(
+        args, tmp_path / "runs/digits/metrics.jsonl", poll=0.2
     )
-    metrics = tmp_path / "runs/digits/metrics.jsonl"
-    deadline = time.time() + 180
-    while not metrics.exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.2)
-    assert proc.poll() is None, proc.communicate()[1][-3000:]
-    proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=120)
     assert proc.returncode == 75, err[-3000:]  # interrupted: "run me again" (docs/failure-modes.md)
     assert "SIGTERM received" in out
     _, state = _final(tmp_path / "runs/digits")

@@ -7,15 +7,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import tiny_overrides
+from tests.integration.test_distributed import sigterm_after_first_tick
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
@@ -29,14 +28,15 @@ def _env() -> dict:
     return env
 
 
-def _cmd(work: Path, manifest: Path, *extra_args: str, **overrides) -> list[str]:
-    cmd = [sys.executable, "-m", "pipeline.cli", "train", "--preset", "digits", *extra_args]
+def _args(work: Path, manifest: Path, *extra_args: str, **overrides) -> list[str]:
+    args = ["train", "--preset", "digits", *extra_args]
     for item in tiny_overrides(work, manifest, **overrides):
-        cmd += ["--set", item]
-    return cmd
+        args += ["--set", item]
+    return args
 
 
-def _run(cmd: list[str]) -> subprocess.CompletedProcess:
+def _run(args: list[str]) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "pipeline.cli", *args]
     return subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=400)
 
 
@@ -51,21 +51,14 @@ def test_sigterm_registers_nothing_marks_killed_and_resumes_the_same_run(tmp_pat
         "tracking.model_name": "faults-gan",
         "train.checkpoint_ticks": 0,
     }
-    proc = subprocess.Popen(
-        _cmd(work, digits_shards, **tracked, **{"train.total_kimg": 20}),
-        cwd=ROOT,
+    proc, out, err = sigterm_after_first_tick(
+        _args(work, digits_shards, **tracked, **{"train.total_kimg": 20}),
+        work / "runs/digits/metrics.jsonl",
         env=_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+        wait=240,
+        poll=0.2,
+        timeout=180,
     )
-    metrics = work / "runs/digits/metrics.jsonl"
-    deadline = time.time() + 240
-    while not metrics.exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.2)
-    assert proc.poll() is None, proc.communicate()[1][-3000:]
-    proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=180)
     assert proc.returncode == EXIT_INTERRUPTED, err[-3000:]
     assert "registered" not in out and "run the same command again" in err
     client = MlflowClient(f"sqlite:///{work}/mlflow.db")
@@ -83,7 +76,7 @@ def test_sigterm_registers_nothing_marks_killed_and_resumes_the_same_run(tmp_pat
     # the same command (shorter total for the test) resumes into the same MLflow run and
     # registers once finished
     done = _run(
-        _cmd(
+        _args(
             work,
             digits_shards,
             **tracked,
@@ -106,7 +99,7 @@ def _truncate(path: Path) -> None:
 def trained(tmp_path_factory, digits_shards) -> Path:
     """A finished 32-image run with checkpoints at 16 and 32 images."""
     work = tmp_path_factory.mktemp("faults")
-    proc = _run(_cmd(work, digits_shards))
+    proc = _run(_args(work, digits_shards))
     assert proc.returncode == 0, proc.stderr[-3000:]
     return work
 
@@ -116,7 +109,7 @@ def test_corrupt_newest_checkpoint_falls_back_with_a_warning(tmp_path, trained, 
     shutil.copytree(trained, work)
     ckpts = work / "runs/digits/checkpoints"
     _truncate(ckpts / "ckpt-000000000032/models.safetensors")
-    proc = _run(_cmd(work, digits_shards, **{"train.total_kimg": 0.048}))
+    proc = _run(_args(work, digits_shards, **{"train.total_kimg": 0.048}))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "skipping corrupt checkpoint ckpt-000000000032" in proc.stderr
     assert "models.safetensors" in proc.stderr and "Traceback" not in proc.stderr
@@ -130,7 +123,7 @@ def test_explicit_corrupt_resume_is_one_line(tmp_path, trained, digits_shards, n
     shutil.copytree(trained, work)
     bad = work / "runs/digits/checkpoints/ckpt-000000000032"
     _truncate(bad / name)
-    proc = _run(_cmd(work, digits_shards, "--resume", str(bad), **{"train.total_kimg": 0.048}))
+    proc = _run(_args(work, digits_shards, "--resume", str(bad), **{"train.total_kimg": 0.048}))
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
@@ -146,7 +139,7 @@ def test_temp_folder_of_a_killed_save_is_removed(tmp_path, trained, digits_shard
     shutil.copytree(ckpts / "ckpt-000000000032", stale)
     _truncate(stale / "models.safetensors")
     (ckpts / ".staging-ckpt-000000000048/deepspeed").mkdir(parents=True)
-    proc = _run(_cmd(work, digits_shards, **{"train.total_kimg": 0.048}))
+    proc = _run(_args(work, digits_shards, **{"train.total_kimg": 0.048}))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert sorted(p.name for p in ckpts.iterdir()) == [
         "ckpt-000000000016",

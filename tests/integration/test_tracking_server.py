@@ -169,25 +169,20 @@ def test_server_killed_mid_run_then_sync_gives_the_complete_run(tmp_path, digits
     ]
     assert {r["op"] for r in pending} >= {"log_batch", "log_artifact", "log_image", "set_status"}
 
-    server, uri = start_mlflow_server(store)  # back (on another port)
-    try:
-        sync = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pipeline.cli",
-                "tracking",
-                "sync",
-                str(run_dir),
-                "--tracking-uri",
-                uri,
-            ],
+    def sync_to(uri: str) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, "-m", "pipeline.cli", "tracking", "sync", str(run_dir)]
+        return subprocess.run(
+            [*cmd, "--tracking-uri", uri],
             cwd=ROOT,
             env=_env(),
             capture_output=True,
             text=True,
             timeout=300,
         )
+
+    server, uri = start_mlflow_server(store)  # back (on another port)
+    try:
+        sync = sync_to(uri)
         assert sync.returncode == 0, sync.stdout + sync.stderr[-3000:]
         assert not (run_dir / "tracking-pending.jsonl").exists()
         client = MlflowClient(uri)
@@ -196,23 +191,7 @@ def test_server_killed_mid_run_then_sync_gives_the_complete_run(tmp_path, digits
         )
         got = _run_contents(client, run.info.run_id, work)
         assert got == expected
-        again = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pipeline.cli",
-                "tracking",
-                "sync",
-                str(run_dir),
-                "--tracking-uri",
-                uri,
-            ],
-            cwd=ROOT,
-            env=_env(),
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        again = sync_to(uri)
         assert again.returncode == 0 and "nothing to sync" in again.stdout
         assert _run_contents(client, run.info.run_id, work) == expected
     finally:

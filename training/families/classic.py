@@ -26,7 +26,7 @@ its statistics from fixed latents: the same on every rank, for every world size 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -35,29 +35,11 @@ import torch
 from torch import nn
 
 from .. import losses
-from ..family import Family, Network, Phase, StepContext
-from ..networks import build_networks
+from ..family import Phase
 from ..networks.classic import ARCH, recalibrate_batchnorm
-from ..networks.export import save_export
+from .adversarial import LOSSES, AdversarialBase
 
-# loss.kind -> (D loss(real_logits, fake_logits), G loss(fake_logits))
-LOSS_KINDS = ("nonsaturating", "bce", "hinge", "lsgan", "wgan", "wgan-gp")
-D_LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
-    "nonsaturating": losses.d_bce_loss,
-    "bce": losses.d_bce_loss,
-    "hinge": losses.d_hinge_loss,
-    "lsgan": losses.d_lsgan_loss,
-    "wgan": losses.d_wgan_loss,
-    "wgan-gp": losses.d_wgan_loss,
-}
-G_LOSSES: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "nonsaturating": losses.g_bce_loss,
-    "bce": losses.g_bce_loss,
-    "hinge": losses.g_hinge_loss,
-    "lsgan": losses.g_lsgan_loss,
-    "wgan": losses.g_wgan_loss,
-    "wgan-gp": losses.g_wgan_loss,
-}
+LOSS_KINDS = tuple(LOSSES)
 # The objective a WGAN family is defined by (the others take any kind but wgan-gp with BatchNorm).
 REQUIRED_KIND = {"wgan": "wgan", "wgan-gp": "wgan-gp"}
 RECALIBRATION_SEED = 0x5EED
@@ -92,35 +74,21 @@ def clip_weights(module: nn.Module, clip: float) -> None:
         parameter.clamp_(-clip, clip)
 
 
-class Classic(Family):
+class Classic(AdversarialBase):
     """MLP GAN / DCGAN / WGAN / WGAN-GP: one G, one D (critic), G_ema."""
 
     name = "classic"  # registered as mlp, dcgan, wgan and wgan-gp (the subclasses below)
-    ema_name = "g_ema"
+    # D scores the reals first, then the fakes (the DCGAN reference's order).
+    reals_first = True
 
     def __init__(self, cfg: Any, manifests: Mapping, device: torch.device) -> None:
         check_config(cfg)
         super().__init__(cfg, manifests, device)
-        g, d, self.g_kwargs, self.d_kwargs = build_networks(
-            cfg.model, self.manifest.resolution, self.manifest.channels, self.c_dim
-        )
-        self._generator, self._discriminator = g, d
-        kind = cfg.loss.kind
-        self.d_loss = D_LOSSES[kind]
-        self.g_loss = G_LOSSES[kind]
-        if kind in ("bce", "nonsaturating"):
+        if cfg.loss.kind in ("bce", "nonsaturating"):
             self.g_loss = partial(losses.g_bce_loss, saturating=cfg.loss.g_saturating)
         self._calibrated: tuple[int, int] | None = None  # (id of G_ema, images_seen)
 
     # -- declarations --------------------------------------------------------------------------
-    def build_networks(self) -> dict[str, Network]:
-        return {
-            "generator": Network(
-                module=self._generator, optimizer=self.optimizer("g"), ema=self.ema_name
-            ),
-            "discriminator": Network(module=self._discriminator, optimizer=self.optimizer("d")),
-        }
-
     def phases(self) -> list[Phase]:
         lcfg = self.cfg.loss
         clip = None
@@ -140,60 +108,7 @@ class Classic(Family):
     def clip_critic(self, nets: Mapping[str, nn.Module]) -> None:
         clip_weights(nets["discriminator"], self.cfg.loss.clip)
 
-    # -- phases --------------------------------------------------------------------------------
-    def discriminate(
-        self, ctx: StepContext, images: torch.Tensor, c: torch.Tensor | None, *, eager=False
-    ) -> torch.Tensor:
-        d = (ctx.eager_nets if eager else ctx.nets)["discriminator"]
-        return d(ctx.augment(images), c).float()
-
-    def g_main(self, ctx: StepContext) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        labels = ctx.real.labels
-        z = ctx.randn(labels.shape[0], self.z_dim)
-        c = ctx.one_hot(ctx.shuffled_labels(labels))
-        fake_logits = self.discriminate(ctx, ctx.nets["generator"](z, c), c)
-        loss = self.g_loss(fake_logits)
-        return loss, {"loss/g": loss}
-
-    def d_main(self, ctx: StepContext) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        lcfg = self.cfg.loss
-        labels = ctx.real.labels
-        c = ctx.one_hot(labels)
-        z = ctx.randn(labels.shape[0], self.z_dim)
-        gp_on = lcfg.kind == "wgan-gp"
-        with torch.no_grad():
-            fake_c = c if gp_on else ctx.one_hot(ctx.shuffled_labels(labels))
-            fake = ctx.nets["generator"](z, fake_c).float()
-        real = ctx.real.images
-        # Separate real and fake batches through D (the DCGAN reference: each its own BatchNorm
-        # statistics).
-        real_logits = self.discriminate(ctx, real, c)
-        fake_logits = self.discriminate(ctx, fake, fake_c)
-        ctx.report_real_logits(real_logits)
-        loss = self.d_loss(real_logits, fake_logits)
-        metrics = {
-            "loss/d": loss,
-            "scores/real": real_logits.mean(),
-            "scores/fake": fake_logits.mean(),
-        }
-        if gp_on:
-            gp = losses.gradient_penalty(
-                lambda x: self.discriminate(ctx, x, c, eager=True),
-                real,
-                fake,
-                gp_lambda=lcfg.gp_lambda,
-            )
-            loss = loss + gp
-            metrics["loss/gp"] = gp
-            if lcfg.drift > 0:
-                loss = loss + losses.epsilon_drift(real_logits, lcfg.drift)
-        return loss, metrics
-
     # -- outputs -------------------------------------------------------------------------------
-    @property
-    def z_dim(self) -> int:
-        return self._generator.z_dim
-
     def calibrate(self, generator: nn.Module, images_seen: int | None = None) -> None:
         """Recompute G_ema's BatchNorm statistics from fixed latents (once per ``images_seen``;
         None: always)."""
@@ -220,16 +135,8 @@ class Classic(Family):
             generator.train(was_training)
 
     def export(self, nets: Mapping[str, nn.Module], out_dir: Path, meta: dict) -> Path:
-        generator = nets[self.ema_name]
-        self.calibrate(generator)
-        return save_export(
-            out_dir,
-            generator,
-            family=self.name,
-            kwargs=self.g_kwargs,
-            class_names=self.manifest.class_names if self.c_dim else [],
-            meta=meta,
-        )
+        self.calibrate(nets[self.ema_name])
+        return super().export(nets, out_dir, meta)
 
 
 class MLPGAN(Classic):

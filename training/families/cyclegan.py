@@ -42,8 +42,16 @@ import torch
 from torch import nn
 
 from .. import losses
-from ..domains import DOMAIN_NAMES, check_domains
-from ..family import Family, Network, Phase, ReduceContext, Schedule, StepContext
+from ..domains import DOMAIN_NAMES, check_domains, read_images
+from ..family import (
+    EvalContext,
+    Family,
+    Network,
+    Phase,
+    ReduceContext,
+    Schedule,
+    StepContext,
+)
 from ..networks.cyclegan import (
     CycleGANNetConfig,
     ImagePool,
@@ -352,7 +360,7 @@ class CycleGAN(Family):
         return torch.stack([c[:rows] for c in columns], dim=1).flatten(0, 1)
 
     def evaluate(
-        self, nets: Mapping[str, nn.Module], images_seen: int, ev: Any
+        self, nets: Mapping[str, nn.Module], images_seen: int, ev: EvalContext
     ) -> dict[str, float]:
         from ..metrics.translation import translation_metrics
 
@@ -363,11 +371,7 @@ class CycleGAN(Family):
             self.manifests["a"],
             self.manifests["b"],
             self.cfg.eval,
-            device=ev.device,
-            rank=ev.rank,
-            world_size=ev.world_size,
-            gather=ev.gather,
-            log=ev.log,
+            **ev.metric_kwargs(),
         )
 
     def export(self, nets: Mapping[str, nn.Module], out_dir: Path, meta: dict[str, Any]) -> Path:
@@ -390,26 +394,11 @@ class CycleGAN(Family):
         )
 
 
-def read_images(manifest: Any, count: int, split: str = "train") -> torch.Tensor:
-    """The first ``count`` images of a manifest in shard order: uint8 [N, C, H, W] (CPU)."""
-    from ..data import DataConfig, build_loader
-
-    loader = build_loader(
-        manifest,
-        DataConfig(num_workers=0, shuffle_buffer=0),
-        batch=min(count, 256),
-        mode="epoch",
-        split=split,
-    )
-    images, seen = [], 0
-    for x, _ in loader:
-        images.append(x)
-        seen += len(x)
-        if seen >= count:
-            break
-    if not images:
-        raise ValueError(f"{manifest.location}: the {split} split has no images")
-    return torch.cat(images)[:count]
-
-
-__all__ = ["CycleGAN", "CycleGANConfig", "cycle_loss", "identity_loss", "lr_factor"]
+__all__ = [
+    "CycleGAN",
+    "CycleGANConfig",
+    "cycle_loss",
+    "identity_loss",
+    "lr_factor",
+    "read_images",  # from training.domains, for callers that know cyclegan
+]

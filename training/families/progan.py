@@ -49,9 +49,6 @@ class ProGAN(AdversarialFamily):
         phase = self.growth(images_seen)
         return {"resolution": phase.resolution, "alpha": phase.alpha}
 
-    def generate(self, ctx: StepContext, z, c, *, track_w: bool = False) -> torch.Tensor:
-        return ctx.nets["generator"](z, c, **self.net_kwargs(ctx.images_seen))
-
     def reals(self, ctx: StepContext) -> torch.Tensor:
         phase = self.growth(ctx.images_seen)
         return downsample_reals(ctx.real.images, phase.resolution, phase.alpha)

@@ -13,44 +13,37 @@ that each interpolate ``lerp(real_i, fake_i)`` has one label. Lazy regularisatio
 ``D_reg_interval = loss.r1_interval`` whatever the weights are (``pl_weight`` 0 still trains G
 with the corrected lr/betas); the regularisation phases run only when their weight is > 0.
 
-:class:`AdversarialFamily` holds what StyleGAN2 and ProGAN share (D phases, label handling);
-ProGAN (``progan.py``) overrides how G is called and how reals are prepared.
+:class:`AdversarialFamily` holds what StyleGAN2 and ProGAN share (the loss kinds, R1 and its
+phases) on top of ``adversarial.py``'s G/D phases, which the classic families share too; ProGAN
+(``progan.py``) says how G and D are called and how reals are prepared.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from .. import losses
-from ..family import Family, Network, Phase, ReduceContext, StepContext
-from ..networks import build_networks
-from ..networks.export import save_export
+from ..family import Phase, ReduceContext, StepContext
 from ..networks.stylegan2 import mix_styles
+from .adversarial import AdversarialBase
 
 
-class AdversarialFamily(Family):
-    """One G, one D, G_ema; logistic (+R1) or WGAN-GP losses. Subclasses define the G calls."""
+class AdversarialFamily(AdversarialBase):
+    """StyleGAN2 and ProGAN: logistic (+R1, lazy or in ``d_main``) or WGAN-GP losses."""
 
-    ema_name = "g_ema"
     loss_kinds = ("nonsaturating", "wgan-gp")
 
     def __init__(self, cfg: Any, manifests: Mapping, device: torch.device) -> None:
-        super().__init__(cfg, manifests, device)
         if cfg.loss.kind not in self.loss_kinds:
             raise ValueError(
                 f"loss.kind: the {cfg.model.family} family trains with "
                 f"{' or '.join(self.loss_kinds)}, got {cfg.loss.kind!r} (bce, hinge, lsgan and "
                 f"wgan are for the classic families: mlp, dcgan, wgan, wgan-gp)"
             )
-        g, d, self.g_kwargs, self.d_kwargs = build_networks(
-            cfg.model, self.manifest.resolution, self.manifest.channels, self.c_dim
-        )
-        self._generator, self._discriminator = g, d
+        super().__init__(cfg, manifests, device)
 
     # -- declarations --------------------------------------------------------------------------
     @property
@@ -66,26 +59,6 @@ class AdversarialFamily(Family):
     def d_reg_interval(self) -> int | None:
         # NVlabs: D_reg_interval = 16 whatever gamma is (the correction of lr/betas stays)
         return self.cfg.loss.r1_interval if self.cfg.loss.kind == "nonsaturating" else None
-
-    def g_reg_interval(self) -> int | None:
-        return None
-
-    def generator_compile(self) -> tuple[str, ...]:
-        return ("",)
-
-    def build_networks(self) -> dict[str, Network]:
-        return {
-            "generator": Network(
-                module=self._generator,
-                optimizer=self.optimizer("g", self.g_reg_interval()),
-                ema=self.ema_name,
-                compile=self.generator_compile(),
-            ),
-            "discriminator": Network(
-                module=self._discriminator,
-                optimizer=self.optimizer("d", self.d_reg_interval()),
-            ),
-        }
 
     def phases(self) -> list[Phase]:
         lcfg = self.cfg.loss
@@ -116,73 +89,7 @@ class AdversarialFamily(Family):
     def g_reg_phases(self) -> list[Phase]:
         return []
 
-    # -- how G and D are called (subclasses) ---------------------------------------------------
-    def generate(
-        self, ctx: StepContext, z: torch.Tensor, c: torch.Tensor | None, *, track_w: bool = False
-    ) -> torch.Tensor:
-        """Fakes for the main phases: [N, C, H, W]."""
-        raise NotImplementedError
-
-    def net_kwargs(self, images_seen: int) -> dict[str, Any]:
-        """Extra keyword arguments of both networks (ProGAN: resolution and fade alpha)."""
-        return {}
-
-    def reals(self, ctx: StepContext) -> torch.Tensor:
-        """The real images D sees at this position."""
-        return ctx.real.images
-
-    def discriminate(
-        self, ctx: StepContext, images: torch.Tensor, c: torch.Tensor | None, *, eager=False
-    ) -> torch.Tensor:
-        d = (ctx.eager_nets if eager else ctx.nets)["discriminator"]
-        return d(ctx.augment(images), c, **self.net_kwargs(ctx.images_seen)).float()
-
-    # -- phases --------------------------------------------------------------------------------
-    def g_main(self, ctx: StepContext) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        labels = ctx.real.labels
-        z = ctx.randn(labels.shape[0], self.z_dim)
-        c = ctx.one_hot(ctx.shuffled_labels(labels))
-        fake_logits = self.discriminate(ctx, self.generate(ctx, z, c), c)
-        if self.cfg.loss.kind == "wgan-gp":
-            loss = losses.g_wgan_loss(fake_logits)
-        else:
-            loss = losses.g_nonsaturating_loss(fake_logits)
-        return loss, {"loss/g": loss}
-
-    def d_main(self, ctx: StepContext) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        lcfg = self.cfg.loss
-        labels = ctx.real.labels
-        c = ctx.one_hot(labels)
-        z = ctx.randn(labels.shape[0], self.z_dim)
-        wgan = lcfg.kind == "wgan-gp"
-        with torch.no_grad():
-            # WGAN-GP: the reals' labels, so each interpolate has one label; else a shuffle
-            fake_c = c if wgan else ctx.one_hot(ctx.shuffled_labels(labels))
-            fake = self.generate(ctx, z, fake_c, track_w=True).float()
-        real = self.reals(ctx).detach().requires_grad_(self.r1_in_main)
-        fake_logits = self.discriminate(ctx, fake, fake_c)
-        real_logits = self.discriminate(ctx, real, c, eager=self.r1_in_main)
-        ctx.report_real_logits(real_logits)
-        metrics = {"scores/real": real_logits.mean(), "scores/fake": fake_logits.mean()}
-        if wgan:
-            gp = losses.gradient_penalty(
-                lambda x: self.discriminate(ctx, x, c, eager=True),
-                real,
-                fake,
-                gp_lambda=lcfg.gp_lambda,
-            )
-            drift = losses.epsilon_drift(real_logits, lcfg.drift)
-            loss = losses.d_wgan_loss(real_logits, fake_logits) + gp + drift
-            metrics.update({"loss/d": loss, "loss/gp": gp})
-            return loss, metrics
-        loss = losses.d_logistic_loss(real_logits, fake_logits)
-        metrics["loss/d"] = loss
-        if self.r1_in_main:
-            r1 = losses.r1_penalty(real_logits, real)
-            loss = loss + r1 * (lcfg.r1_gamma / 2)
-            metrics["loss/r1"] = r1
-        return loss, metrics
-
+    # -- phases (g_main and d_main: AdversarialBase) -------------------------------------------
     def d_r1(self, ctx: StepContext) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Lazy R1 (StyleGAN2 sec. 4.1): its own D step every r1_interval steps, gamma scaled by
         the interval so the regulariser keeps its strength."""
@@ -195,10 +102,6 @@ class AdversarialFamily(Family):
         return loss, {"loss/r1": r1}
 
     # -- outputs -------------------------------------------------------------------------------
-    @property
-    def z_dim(self) -> int:
-        return self._generator.z_dim
-
     def sample(self, nets, z, c, images_seen):
         return nets[self.ema_name](z, c, noise_mode="const", **self.net_kwargs(images_seen))
 
@@ -206,16 +109,6 @@ class AdversarialFamily(Family):
         # eval.noise_mode: random by default, as NVlabs' metrics during training
         noise_mode = getattr(self.cfg.eval, "noise_mode", "const")
         return nets[self.ema_name](z, c, noise_mode=noise_mode, **self.net_kwargs(images_seen))
-
-    def export(self, nets: Mapping[str, nn.Module], out_dir: Path, meta: dict) -> Path:
-        return save_export(
-            out_dir,
-            nets[self.ema_name],
-            family=self.name,
-            kwargs=self.g_kwargs,
-            class_names=self.manifest.class_names if self.c_dim else [],
-            meta=meta,
-        )
 
 
 class StyleGAN2(AdversarialFamily):

@@ -27,42 +27,20 @@ from collections.abc import Callable
 import torch
 
 from data_prep.manifest import Manifest
+from training.networks.samples import quantize
 
-from .coverage import ClassifierConfig, ClassifierNet, reset_parameters, train_classifier
+from .coverage import (
+    ClassifierConfig,
+    ClassifierNet,
+    reset_parameters,
+    to_unit,
+    train_classifier,
+)
 from .features import check_inception, inception_extractor
 from .fid import frechet_distance, kernel_distance
 from .gather import Gather, broadcast_from_main, gather_padded, resolve_gather
 
 Translate = Callable[[torch.Tensor], torch.Tensor]
-
-
-def _read(manifest: Manifest, count: int, split: str) -> torch.Tensor:
-    from training.data import DataConfig, build_loader
-
-    loader = build_loader(
-        manifest,
-        DataConfig(num_workers=0, shuffle_buffer=0),
-        batch=min(count, 256),
-        mode="epoch",
-        split=split,
-    )
-    images, seen = [], 0
-    for x, _ in loader:
-        images.append(x)
-        seen += len(x)
-        if seen >= count:
-            break
-    if not images:
-        raise ValueError(f"{manifest.location}: the {split} split has no images")
-    return torch.cat(images)[:count]
-
-
-def _to_unit(images: torch.Tensor) -> torch.Tensor:
-    return images.float() / 127.5 - 1.0
-
-
-def _to_uint8(images: torch.Tensor) -> torch.Tensor:
-    return (images.float() * 127.5 + 128).clamp(0, 255).to(torch.uint8)
 
 
 @torch.no_grad()
@@ -80,9 +58,9 @@ def _translate_slice(
     start, stop = rank * len(images) // world_size, (rank + 1) * len(images) // world_size
     outs, errors = [], []
     for lo in range(start, stop, batch):
-        x = _to_unit(images[lo : min(lo + batch, stop)]).to(device)
+        x = to_unit(images[lo : min(lo + batch, stop)]).to(device)
         y = translate(x).float()
-        outs.append(_to_uint8(y))
+        outs.append(quantize(y))
         errors.append((back(y) - x).abs().mean(dim=(1, 2, 3)) / 2)
     if not outs:
         c, h, w = images.shape[1:]
@@ -146,7 +124,7 @@ class StyleFeatures(torch.nn.Module):
         self.register_buffer("weight", weight)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = _to_unit(images)
+        x = to_unit(images)
         r = torch.nn.functional.leaky_relu(torch.nn.functional.conv2d(x, self.weight), 0.2)
         return torch.cat([x.mean((2, 3)), x.std((2, 3)), r.mean((2, 3)), r.std((2, 3))], dim=1)
 
@@ -173,13 +151,15 @@ def translation_metrics(
     """Metrics of the translator (``a2b``, ``b2a``: [N, C, H, W] in [-1, 1] -> the same) against
     the two domains' real images; ``cfg`` is an ``EvalConfig`` (num_images, feature_extractor,
     batch, split, inception_weights, seed). Call on every rank."""
+    from training.domains import read_images
+
     device = torch.device(device)
     gather = resolve_gather(gather, world_size)
     inception = cfg.feature_extractor == "inception"
     if inception:
         check_inception(cfg.inception_weights)
-    real_a = _read(manifest_a, cfg.num_images, cfg.split)
-    real_b = _read(manifest_b, cfg.num_images, cfg.split)
+    real_a = read_images(manifest_a, cfg.num_images, cfg.split)
+    real_b = read_images(manifest_b, cfg.num_images, cfg.split)
     if log is not None:
         log(f"translating {len(real_a)} A and {len(real_b)} B images for the translator metrics")
     results: dict[str, float] = {}
@@ -225,7 +205,7 @@ def translation_metrics(
             for name, target, label in (("a2b", "b", 1), ("b2a", "a", 0)):
                 results[f"style_fd_{name}"] = frechet_distance(feats[target], feats[name])
                 logits = _features(
-                    lambda x: net(_to_unit(x))[1], translated[name], device, cfg.batch
+                    lambda x: net(to_unit(x))[1], translated[name], device, cfg.batch
                 )
                 results[f"domain_{'b' if label else 'a'}_share_{name}"] = float(
                     (logits.argmax(dim=1) == label).float().mean()

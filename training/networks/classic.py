@@ -110,6 +110,17 @@ def _projection(
 # MLP GAN
 
 
+def _hidden_layers(width: int, hidden: int, layers: int) -> tuple[list[nn.Module], int]:
+    """``layers`` x (Linear to ``hidden`` + ReLU) from ``width`` inputs -> (modules, out width)."""
+    if hidden <= 0 or layers <= 0:
+        raise ValueError(f"hidden, layers: must be positive, got {hidden}, {layers}")
+    stack: list[nn.Module] = []
+    for _ in range(layers):
+        stack += [nn.Linear(width, hidden), nn.ReLU()]
+        width = hidden
+    return stack, width
+
+
 class MLPGenerator(nn.Module):
     """The tutorial's G. z: [N, z_dim], c: [N, c_dim] one-hot (or None when c_dim is 0)
     -> images [N, img_channels, R, R] in [-1, 1] (Tanh)."""
@@ -125,16 +136,10 @@ class MLPGenerator(nn.Module):
     ) -> None:
         super().__init__()
         _check_common(z_dim, c_dim, img_resolution, img_channels)
-        if hidden <= 0 or layers <= 0:
-            raise ValueError(f"hidden, layers: must be positive, got {hidden}, {layers}")
         self.z_dim, self.c_dim = z_dim, c_dim
         self.img_resolution, self.img_channels = img_resolution, img_channels
         self.embed = nn.Linear(c_dim, z_dim, bias=False) if c_dim > 0 else None
-        stack: list[nn.Module] = []
-        width = z_dim + (z_dim if c_dim > 0 else 0)
-        for _ in range(layers):
-            stack += [nn.Linear(width, hidden), nn.ReLU()]
-            width = hidden
+        stack, width = _hidden_layers(z_dim + (z_dim if c_dim > 0 else 0), hidden, layers)
         stack += [nn.Linear(width, img_channels * img_resolution**2), nn.Tanh()]
         self.net = nn.Sequential(*stack)
 
@@ -165,14 +170,8 @@ class MLPDiscriminator(nn.Module):
     ) -> None:
         super().__init__()
         _check_common(None, c_dim, img_resolution, img_channels)
-        if hidden <= 0 or layers <= 0:
-            raise ValueError(f"hidden, layers: must be positive, got {hidden}, {layers}")
         self.c_dim, self.img_resolution, self.img_channels = c_dim, img_resolution, img_channels
-        stack: list[nn.Module] = []
-        width = img_channels * img_resolution**2
-        for _ in range(layers):
-            stack += [nn.Linear(width, hidden), nn.ReLU()]
-            width = hidden
+        stack, width = _hidden_layers(img_channels * img_resolution**2, hidden, layers)
         self.features = nn.Sequential(*stack)
         self.out = nn.Linear(width, 1)
         self.embed = nn.Linear(c_dim, width, bias=False) if c_dim > 0 else None

@@ -1,4 +1,4 @@
-"""deploy.project: NVlabs-style projection recovers the model's own samples (W, W+, ProGAN z)."""
+"""deploy.project, latent_spaces, projection_io: projection recovers the model's own samples."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from deploy import project as proj
+from deploy import projection_io
 from deploy.distance import LPIPS, build_distance, pixel_distance
 
 FAST = dict(w_avg_samples=500, frames=4)
@@ -68,10 +69,10 @@ def test_projection_w_recovers_own_sample(loaded_uncond, tmp_path):
     assert result.latents.shape == (2, loaded_uncond.generator.num_ws, 16)
     assert np.allclose(result.latents[:, 0], result.latents[:, -1])  # one w for all layers
     # The saved latent (with its noise maps) renders the projected image again.
-    written = proj.save_projection(result, target[0], tmp_path, "stylegan2")
+    written = projection_io.save_projection(result, target[0], tmp_path, "stylegan2")
     assert set(written) == {"target", "projected", "latent", "progress"}
     np.testing.assert_array_equal(
-        proj.render_latent(loaded_uncond, written["latent"]), result.images[:1]
+        projection_io.render_latent(loaded_uncond, written["latent"]), result.images[:1]
     )
     from PIL import Image
 
@@ -86,8 +87,8 @@ def test_projection_default_optimises_noise_and_wplus(loaded_uncond, tmp_path):
     assert result.space == "w+" and set(result.noise)  # noise maps were optimised
     assert not np.allclose(result.latents[0, 0], result.latents[0, -1])  # one w per layer
     assert _err(result.images, target)[0] < 0.5 * _err(start, target)[0]
-    path = proj.save_latent(result, tmp_path / "w.safetensors", "stylegan2")
-    np.testing.assert_array_equal(proj.render_latent(loaded_uncond, path), result.images)
+    path = projection_io.save_latent(result, tmp_path / "w.safetensors", "stylegan2")
+    np.testing.assert_array_equal(projection_io.render_latent(loaded_uncond, path), result.images)
 
 
 def test_projection_progan_z(tmp_path):
@@ -100,15 +101,15 @@ def test_projection_progan_z(tmp_path):
     assert result.space == "z" and result.latents.shape == (1, 1, 16) and not result.noise
     # Better than the best random start, and close to the target.
     with torch.no_grad():
-        target_t = proj.to_tensor(target, lg.device)
+        target_t = projection_io.to_tensor(target, lg.device)
         gen = torch.Generator().manual_seed(0)
         z = torch.randn([8, 16], generator=gen)
         best_start = pixel_distance(
             lg.generator(z).clamp(-1, 1), target_t.expand(8, -1, -1, -1)
         ).min()
     assert result.losses[0] < 0.5 * float(best_start)
-    path = proj.save_latent(result, tmp_path / "z.safetensors", "progan")
-    np.testing.assert_array_equal(proj.render_latent(lg, path), result.images)
+    path = projection_io.save_latent(result, tmp_path / "z.safetensors", "progan")
+    np.testing.assert_array_equal(projection_io.render_latent(lg, path), result.images)
 
 
 def test_conditional_w_projection_with_and_without_label(loaded_cond):

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from deploy import restore
-from deploy.project import ProjectConfig, to_tensor
+from deploy.project import ProjectConfig
+from deploy.projection_io import to_tensor
 from training.networks.samples import to_uint8
 
 CFG = dict(w_avg_samples=500, frames=0)

@@ -8,6 +8,7 @@ import torch
 
 from data_prep.manifest import load_manifest
 from pipeline.config import load_config
+from tests.conftest import prep_demo_domains
 from training.families import get_family
 from training.families.cyclegan import cycle_loss, identity_loss, lr_factor
 from training.family import Batch, ReduceContext, StepContext
@@ -16,21 +17,7 @@ from training.networks.export import export_kind, load_translator_export
 
 @pytest.fixture(scope="module")
 def demo_domains(tmp_path_factory):
-    from data_prep import shard_dataset
-    from data_prep.config import PrepConfig
-    from data_prep.translation_demo import write_demo_domains
-
-    root = tmp_path_factory.mktemp("cyclegan-demo")
-    dirs = write_demo_domains(root / "images", size=32, per_cell=1)
-    out = []
-    for name, folder in zip("AB", dirs, strict=True):
-        shard_dataset(
-            PrepConfig(source=str(folder), resolution=32, shard_samples=32, workers=1),
-            out=str(root / name),
-            progress=False,
-        )
-        out.append(str(root / name))
-    return out
+    return prep_demo_domains(tmp_path_factory.mktemp("cyclegan-demo"), shard_samples=32)
 
 
 def _config(tmp_path, domains, *extra):

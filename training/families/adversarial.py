@@ -1,0 +1,188 @@
+"""One generator, one discriminator: what the classic families, StyleGAN2 and ProGAN share.
+
+:class:`AdversarialBase` declares G (with its EMA copy ``g_ema``) and D, and runs the two main
+phases over one micro-batch:
+
+- ``g_main``: fakes from fresh latents with the labels of the batch shuffled (conditional fakes
+  follow the data's class mix), scored by D; the G loss of ``loss.kind``.
+- ``d_main``: D on the reals (with their labels) and on fakes made without gradient; the D loss of
+  ``loss.kind`` (``LOSSES``); under WGAN-GP (Gulrajani et al. 2017) the fakes take the reals'
+  labels, so each interpolate ``lerp(real_i, fake_i)`` has one label, and the gradient penalty
+  (``loss.gp_lambda``) and ProGAN's epsilon drift (``loss.drift``) are added; with
+  ``r1_in_main`` (StyleGAN2's "Dboth") the R1 penalty too. The metric ``loss/d`` is the
+  adversarial term; the regularisers are logged as their own metrics.
+
+Subclasses say how G is called (``generate``, ``net_kwargs``), which reals D sees (``reals``), in
+which order D scores the two batches (``reals_first``), their phases and their sampling.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from .. import losses
+from ..family import Family, Network, StepContext
+from ..networks import build_networks
+from ..networks.export import save_export
+
+LOSSES: dict[
+    str,
+    tuple[
+        Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+        Callable[[torch.Tensor], torch.Tensor],
+    ],
+] = {
+    "nonsaturating": (losses.d_bce_loss, losses.g_bce_loss),
+    "bce": (losses.d_bce_loss, losses.g_bce_loss),
+    "hinge": (losses.d_hinge_loss, losses.g_hinge_loss),
+    "lsgan": (losses.d_lsgan_loss, losses.g_lsgan_loss),
+    "wgan": (losses.d_wgan_loss, losses.g_wgan_loss),
+    "wgan-gp": (losses.d_wgan_loss, losses.g_wgan_loss),
+}
+"""loss.kind -> (D loss(real_logits, fake_logits), G loss(fake_logits))."""
+
+
+class AdversarialBase(Family):
+    """One G, one D, G_ema; the ``g_main`` and ``d_main`` phases (see the module doc)."""
+
+    ema_name = "g_ema"
+    reals_first: ClassVar[bool] = False
+    """D scores the reals before the fakes (the order of its BatchNorm statistics updates and of
+    the augmentation's random draws); False: fakes first."""
+
+    def __init__(self, cfg: Any, manifests: Mapping, device: torch.device) -> None:
+        super().__init__(cfg, manifests, device)
+        g, d, self.g_kwargs, self.d_kwargs = build_networks(
+            cfg.model, self.manifest.resolution, self.manifest.channels, self.c_dim
+        )
+        self._generator, self._discriminator = g, d
+        self.d_loss, self.g_loss = LOSSES[cfg.loss.kind]
+
+    # -- declarations --------------------------------------------------------------------------
+    @property
+    def r1_in_main(self) -> bool:
+        """R1 on the reals inside ``d_main`` (needs a double backward through D)."""
+        return False
+
+    def g_reg_interval(self) -> int | None:
+        """Lazy-regularisation interval of G's optimizer correction (None: no correction)."""
+        return None
+
+    def d_reg_interval(self) -> int | None:
+        """Lazy-regularisation interval of D's optimizer correction (None: no correction)."""
+        return None
+
+    def generator_compile(self) -> tuple[str, ...]:
+        """The generator's submodules that compiled phases call (``Network.compile``)."""
+        return ("",)
+
+    def build_networks(self) -> dict[str, Network]:
+        return {
+            "generator": Network(
+                module=self._generator,
+                optimizer=self.optimizer("g", self.g_reg_interval()),
+                ema=self.ema_name,
+                compile=self.generator_compile(),
+            ),
+            "discriminator": Network(
+                module=self._discriminator,
+                optimizer=self.optimizer("d", self.d_reg_interval()),
+            ),
+        }
+
+    # -- how G and D are called ----------------------------------------------------------------
+    def net_kwargs(self, images_seen: int) -> dict[str, Any]:
+        """Extra keyword arguments of both networks (ProGAN: resolution and fade alpha)."""
+        return {}
+
+    def generate(
+        self, ctx: StepContext, z: torch.Tensor, c: torch.Tensor | None, *, track_w: bool = False
+    ) -> torch.Tensor:
+        """Fakes for the main phases: [N, C, H, W]."""
+        return ctx.nets["generator"](z, c, **self.net_kwargs(ctx.images_seen))
+
+    def reals(self, ctx: StepContext) -> torch.Tensor:
+        """The real images D sees at this position."""
+        return ctx.real.images
+
+    def discriminate(
+        self, ctx: StepContext, images: torch.Tensor, c: torch.Tensor | None, *, eager=False
+    ) -> torch.Tensor:
+        """D's float32 logits on augmented ``images`` (``eager``: the never-compiled D, for a
+        double backward)."""
+        d = (ctx.eager_nets if eager else ctx.nets)["discriminator"]
+        return d(ctx.augment(images), c, **self.net_kwargs(ctx.images_seen)).float()
+
+    # -- phases --------------------------------------------------------------------------------
+    def g_main(self, ctx: StepContext) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        labels = ctx.real.labels
+        z = ctx.randn(labels.shape[0], self.z_dim)
+        c = ctx.one_hot(ctx.shuffled_labels(labels))
+        fake_logits = self.discriminate(ctx, self.generate(ctx, z, c), c)
+        loss = self.g_loss(fake_logits)
+        return loss, {"loss/g": loss}
+
+    def d_main(self, ctx: StepContext) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        lcfg = self.cfg.loss
+        labels = ctx.real.labels
+        c = ctx.one_hot(labels)
+        z = ctx.randn(labels.shape[0], self.z_dim)
+        gp_on = lcfg.kind == "wgan-gp"
+        with torch.no_grad():
+            # WGAN-GP: the reals' labels, so each interpolate has one label; else a shuffle
+            fake_c = c if gp_on else ctx.one_hot(ctx.shuffled_labels(labels))
+            fake = self.generate(ctx, z, fake_c, track_w=True).float()
+        real = self.reals(ctx).detach().requires_grad_(self.r1_in_main)
+        # Separate real and fake batches through D (each its own BatchNorm statistics).
+        if self.reals_first:
+            real_logits = self.discriminate(ctx, real, c, eager=self.r1_in_main)
+            fake_logits = self.discriminate(ctx, fake, fake_c)
+        else:
+            fake_logits = self.discriminate(ctx, fake, fake_c)
+            real_logits = self.discriminate(ctx, real, c, eager=self.r1_in_main)
+        ctx.report_real_logits(real_logits)
+        loss = self.d_loss(real_logits, fake_logits)
+        metrics = {
+            "loss/d": loss,
+            "scores/real": real_logits.mean(),
+            "scores/fake": fake_logits.mean(),
+        }
+        if gp_on:
+            gp = losses.gradient_penalty(
+                lambda x: self.discriminate(ctx, x, c, eager=True),
+                real,
+                fake,
+                gp_lambda=lcfg.gp_lambda,
+            )
+            loss = loss + gp
+            metrics["loss/gp"] = gp
+            if lcfg.drift > 0:
+                loss = loss + losses.epsilon_drift(real_logits, lcfg.drift)
+        if self.r1_in_main:
+            r1 = losses.r1_penalty(real_logits, real)
+            loss = loss + r1 * (lcfg.r1_gamma / 2)
+            metrics["loss/r1"] = r1
+        return loss, metrics
+
+    # -- outputs -------------------------------------------------------------------------------
+    @property
+    def z_dim(self) -> int:
+        return self._generator.z_dim
+
+    def export(self, nets: Mapping[str, nn.Module], out_dir: Path, meta: dict) -> Path:
+        return save_export(
+            out_dir,
+            nets[self.ema_name],
+            family=self.name,
+            kwargs=self.g_kwargs,
+            class_names=self.manifest.class_names if self.c_dim else [],
+            meta=meta,
+        )
+
+
+__all__ = ["LOSSES", "AdversarialBase"]
