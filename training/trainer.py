@@ -395,9 +395,12 @@ class Trainer:
             },
         )
         self._install_signal_handlers()
+        held_out = self.manifest.num_samples - self.manifest.split_samples("train")
         self.log.say(
             f"training {self.family.name} at {self.manifest.resolution}px on "
-            f"{self.manifest.num_samples} images, {self.dist.world_size} process(es) on "
+            f"{self.manifest.split_samples('train')} images"
+            + (f" ({held_out} held out)" if held_out else "")
+            + f", {self.dist.world_size} process(es) on "
             f"{self.device.type}, batch {self.tcfg.batch}, {self.total_images / 1000:g} kimg; "
             f"run dir {self.run_dir}"
         )

@@ -16,9 +16,11 @@ from tests.integration.test_distributed import ROOT, _env
 
 pytestmark = [
     pytest.mark.slow,
-    # Opt-in: a clean-clone `make test` on 2026-12-02 failed here after training reached 8 kimg
-    # (no export, nothing registered; cause not yet found), while the cyclegan training,
-    # resume and deploy tests pass. Run with GANFORGE_DEMO_TESTS=1 until that is fixed.
+    # Opt-in (GANFORGE_DEMO_TESTS=1): the whole demo is ~290 s on 2 quiet cores (passed in 288 s
+    # on 2026-12-02), a quarter of the suite's CI budget. An earlier clean-clone run that failed
+    # after 8 kimg did so under load 15-24 (8 jobs on 2 cores) and did not reproduce on a quiet
+    # machine. The cyclegan training, 2-process, resume and deploy paths run in every CI run
+    # (tests/integration/test_cyclegan.py, tests/unit/deploy/test_translate.py, ...).
     pytest.mark.skipif(
         not os.environ.get("GANFORGE_DEMO_TESTS"),
         reason="the full cyclegan-demo run is opt-in (GANFORGE_DEMO_TESTS=1): see the module note",
