@@ -491,6 +491,22 @@ def test_a_stop_signal_sent_to_a_loader_worker_does_not_kill_it(tmp_path):
     assert not any(worker.is_running() for worker in workers)
 
 
+def _assert_exits_promptly(script: str) -> None:
+    """``script`` (which prints 'read' once it has a batch, then exits 3) ends within a minute."""
+    start = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.stdout.strip() == "read", proc.stderr[-2000:]
+    assert proc.returncode == 3
+    assert time.monotonic() - start < 60
+
+
 def test_a_process_with_an_open_loader_exits_promptly(tmp_path):
     """The workers ignore SIGTERM, and multiprocessing's exit handler SIGTERMs then joins live
     children: without shutting the workers down first, an interrupted run (loader still open)
@@ -506,18 +522,7 @@ def test_a_process_with_an_open_loader_exits_promptly(tmp_path):
         "print('read', flush=True)\n"
         "sys.exit(3)\n"
     )
-    start = time.monotonic()
-    proc = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=ROOT,
-        env=dict(os.environ, PYTHONPATH=str(ROOT)),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.stdout.strip() == "read", proc.stderr[-2000:]
-    assert proc.returncode == 3
-    assert time.monotonic() - start < 60
+    _assert_exits_promptly(script)
 
 
 def test_a_worker_busy_past_the_shutdown_wait_does_not_block_exit():
@@ -539,15 +544,4 @@ def test_a_worker_busy_past_the_shutdown_wait_does_not_block_exit():
         "print('read', flush=True)\n"
         "sys.exit(3)\n"
     )
-    start = time.monotonic()
-    proc = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=ROOT,
-        env=dict(os.environ, PYTHONPATH=str(ROOT)),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.stdout.strip() == "read", proc.stderr[-2000:]
-    assert proc.returncode == 3
-    assert time.monotonic() - start < 60
+    _assert_exits_promptly(script)
