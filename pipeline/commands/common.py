@@ -34,6 +34,17 @@ def add_config_arguments(
     )
 
 
+def add_processes_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--processes",
+        default="auto",
+        metavar="N|auto",
+        help="train with N local processes (torch.distributed.run): auto = one per GPU that "
+        "divides train.batch, 1 without a GPU (default auto; 1: in this "
+        "process)",
+    )
+
+
 def config_from_args(args: argparse.Namespace) -> RunConfig:
     return load_config(args.preset, args.overrides)
 

@@ -15,7 +15,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .common import add_config_arguments, config_from_args
+from .common import add_config_arguments, add_processes_argument, config_from_args
 from .run_stages import run_pipeline
 
 if TYPE_CHECKING:
@@ -28,6 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--psi", type=float, default=1.0, help="truncation psi of the final grid (default 1.0)"
     )
+    add_processes_argument(parser)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -57,4 +58,6 @@ def main(args: argparse.Namespace) -> int:
         grid_path = save_grid(images, Path(cfg.work_dir) / "outputs" / f"{cfg.name}-grid.png")
         return [f"  final grid:   {grid_path}"]
 
-    return run_pipeline(cfg, prep=prep, deliver=generate, use="generating from")
+    return run_pipeline(
+        cfg, prep=prep, deliver=generate, use="generating from", processes=args.processes
+    )

@@ -26,14 +26,16 @@ def run_pipeline(
     prep: Callable[[RunConfig], tuple[RunConfig, str]],
     deliver: Callable[[RunConfig, str, str], list[str]],
     use: str,
+    processes: str | int = 1,
 ) -> int:
     """Run the stages; -> the exit code. ``prep(cfg) -> (cfg to train, summary line of the data)``
     prints [1/4]; ``deliver(cfg, model_uri, tracking_uri) -> summary lines of what it wrote``
-    prints [4/4]; ``use``: what deliver does with the model (for the tracking-off message)."""
+    prints [4/4]; ``use``: what deliver does with the model (for the tracking-off message);
+    ``processes``: ``auto`` or the number of local training processes (pipeline/launch.py)."""
     started = time.time()
     uri = checked_tracking_uri(cfg)
     cfg, inputs = prep(cfg)
-    result = train_stage(cfg)
+    result = train_stage(cfg, processes)
     if (code := unfinished_exit_code(result)) is not None:
         return code
     model_uri = register_stage(cfg, result, uri, use=use)
@@ -55,12 +57,19 @@ def checked_tracking_uri(cfg: RunConfig) -> str:
     return uri
 
 
-def train_stage(cfg: RunConfig) -> TrainResult:
-    """[2/4] train (resumes a run that stopped; a finished one is reused)."""
+def train_stage(cfg: RunConfig, processes: str | int = 1) -> TrainResult:
+    """[2/4] train (resumes a run that stopped; a finished one is reused), in this process or
+    in ``processes`` local ones."""
+    from pipeline.launch import resolve_processes, train_processes
+
+    count = resolve_processes(processes, cfg)
+    where = f", {count} processes" if count > 1 else ""
+    print(f"[2/4] train: {cfg.model.family}, {cfg.train.total_kimg:g} kimg{where}", flush=True)
+    if count > 1:
+        return train_processes(cfg, count)
     from pipeline.config import config_to_yaml
     from training.trainer import train
 
-    print(f"[2/4] train: {cfg.model.family}, {cfg.train.total_kimg:g} kimg", flush=True)
     return train(cfg, config_yaml=config_to_yaml(cfg))
 
 

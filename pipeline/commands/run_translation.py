@@ -85,4 +85,6 @@ def main(cfg: RunConfig, args: argparse.Namespace) -> int:
             f"  translate:    ganforge translate --model {model_uri} --direction a2b IMAGE... --out DIR",
         ]
 
-    return run_pipeline(cfg, prep=prep, deliver=translate, use="translating with")
+    return run_pipeline(
+        cfg, prep=prep, deliver=translate, use="translating with", processes=args.processes
+    )

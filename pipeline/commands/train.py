@@ -33,6 +33,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--resume", default=None, help="auto | a checkpoint folder | none (overrides train.resume)"
     )
+    parser.add_argument(
+        "--no-register",
+        action="store_true",
+        help="do not register the generator even with tracking.register=true (`ganforge run` "
+        "registers it itself)",
+    )
+    parser.add_argument(
+        "--result-json",
+        default=None,
+        metavar="PATH",
+        help="write the outcome (status, kimg, export, checkpoint, grid, MLflow run id, final "
+        "metrics) to PATH as JSON, on any status (main process)",
+    )
 
 
 def main(args: argparse.Namespace) -> int:
@@ -46,6 +59,14 @@ def main(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     check_manifest_path(cfg.manifest)
     result = train(cfg, config_yaml=config_to_yaml(cfg))
+    if args.result_json and os.environ.get("RANK", "0") == "0":
+        from pathlib import Path
+
+        from pipeline.launch import result_to_json
+        from training.networks.export import atomic_write
+
+        text = result_to_json(result)
+        atomic_write(args.result_json, lambda tmp: Path(tmp).write_text(text))
     if result.status == "diverged":
         return EXIT_DIVERGED
     if result.status == "interrupted":
@@ -57,7 +78,12 @@ def main(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_INTERRUPTED
-    if result.export_dir and cfg.tracking.enabled and cfg.tracking.register:
+    if (
+        result.export_dir
+        and cfg.tracking.enabled
+        and cfg.tracking.register
+        and not args.no_register
+    ):
         from training.tracking import check_tracking_server, resolve_tracking_uri
 
         from .run_stages import register

@@ -38,6 +38,8 @@ def test_ganforge_run_end_to_end(tmp_path):
         "run",
         "--seeds",
         "0-15",
+        "--processes",  # auto (the default) is 1 without a GPU: launch 2 to test the launch
+        "2",
         "--set",
         f"work_dir={tmp_path}",
     ]
@@ -59,6 +61,8 @@ def test_ganforge_run_end_to_end(tmp_path):
     ):
         assert label in out
     assert "models:/ganforge-digits@champion" in out
+    assert "[2/4] train: stylegan2, 0.032 kimg, 2 processes" in out
+    assert "2 process(es) on cpu" in out  # the trainer's own start line, from the main process
     assert f"mlflow ui --backend-store-uri sqlite:///{tmp_path}/mlflow.db" in out
 
     grid = tmp_path / "outputs" / "digits-grid.png"
@@ -72,6 +76,7 @@ def test_ganforge_run_end_to_end(tmp_path):
     assert run.info.status == "FINISHED"
     assert run.data.params["train.batch"] == "8"
     assert run.data.tags["ganforge.family"] == "stylegan2"
+    assert run.data.tags["ganforge.world_size"] == "2"
     assert {"loss/g", "loss/d", "metrics/coverage"} <= set(run.data.metrics)
     history = client.get_metric_history(run.info.run_id, "loss/d")
     assert len(history) == 2
