@@ -97,6 +97,7 @@ class Streams:
 
     def __init__(self, manifests: dict[str, Manifest], cfg: Any, dist: Distributed) -> None:
         self.manifests, self.cfg, self.dist = manifests, cfg, dist
+        self.channels_last = cfg.train.use_channels_last
         self._key: tuple | None = None
         self._iters: dict[str, Any] = {}
 
@@ -130,6 +131,8 @@ class Streams:
                 for name, it in self._iters.items():
                     images, labels = next(it)
                     images = images.to(device, non_blocking=True).float() / 127.5 - 1.0
+                    if self.channels_last:
+                        images = images.contiguous(memory_format=torch.channels_last)
                     micro_batch[name] = Batch(images, labels.to(device, non_blocking=True))
                 row.append(micro_batch)
             out.append(row)
@@ -192,6 +195,8 @@ class Trainer:
         self.ema_pairs: list[tuple[str, str]] = []
         for name, spec in self.specs.items():
             module = spec.module.to(self.device).train()
+            if self.tcfg.use_channels_last:
+                module = module.to(memory_format=torch.channels_last)
             if set_precision is not None and spec.reduced_precision:
                 set_precision(module, self.tcfg.mixed_precision)
             # trained networks keep requires_grad until the updaters are built (DeepSpeed

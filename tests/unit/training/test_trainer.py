@@ -171,3 +171,32 @@ def test_metrics_jsonl_has_each_tick_once_after_a_resume(tmp_path, digits_shards
     ticks = [r for r in rows if "tick" in r]
     assert [round(r["kimg"] * 1000) for r in ticks] == [16, 32, 48]
     assert [r["tick"] for r in ticks] == [0, 1, 2]
+
+
+def test_channels_last_is_a_layout_not_a_model_change(tmp_path, digits_shards):
+    """train.channels_last (the default) runs the networks in NHWC, trains the same weights as
+    NCHW up to kernel summation order, and saves contiguous NCHW tensors (the checkpoint and
+    export contracts do not change); DeepSpeed, which flattens parameters, runs NCHW."""
+    from training.train_config import TrainConfig
+    from training.trainer import Trainer
+
+    extra = {"data.loader": "deterministic", "loss.r1_interval": 2, "train.total_kimg": 0.016}
+    nhwc = _cfg(tmp_path / "nhwc", digits_shards, **extra)
+    assert nhwc.train.channels_last  # the default
+    trainer = Trainer(nhwc)
+    convs = [p for net in trainer.nets.values() for p in net.parameters() if p.ndim == 4]
+    assert convs and all(p.is_contiguous(memory_format=torch.channels_last) for p in convs)
+    assert not all(p.is_contiguous() for p in convs)  # a real NHWC layout, not a no-op
+    del trainer
+    train(nhwc)
+    nchw = _cfg(tmp_path / "nchw", digits_shards, **extra, **{"train.channels_last": False})
+    train(nchw)
+    (wa, _), (wb, _) = _weights(nhwc.run_dir), _weights(nchw.run_dir)
+    assert wa.keys() == wb.keys()
+    for key in wa:
+        assert wa[key].is_contiguous(), key
+        torch.testing.assert_close(wa[key], wb[key], rtol=1e-4, atol=1e-4, msg=key)
+    generator, _ = load_export(nhwc.run_dir / "export")
+    assert all(p.is_contiguous() for p in generator.parameters())
+    assert not TrainConfig(backend="deepspeed").use_channels_last
+    assert TrainConfig(backend="ddp").use_channels_last
