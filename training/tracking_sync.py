@@ -62,10 +62,16 @@ def apply_record(client: Any, run_id: str, record: dict[str, Any], *, dedup: boo
         path = Path(record["path"])
         if not path.exists():
             return f"skipped: {path} no longer exists"
-        if dedup and _has_image(client, run_id, record):
-            return "skipped: already in the run"
         from PIL import Image
 
+        if dedup:
+            state = _image_state(client, run_id, record)
+            if state == "complete":
+                return "skipped: already in the run"
+            if state is not None:  # the server died between the PNG and its preview
+                with Image.open(path) as image:
+                    _complete_image(client, run_id, image.convert("RGB"), state)
+                return "sent"
         with Image.open(path) as image:
             client.log_image(
                 run_id,
@@ -118,13 +124,36 @@ def _new_metrics(client: Any, run_id: str, metrics: list) -> list:
     return keep
 
 
-def _has_image(client: Any, run_id: str, record: dict) -> bool:
+def _image_state(client: Any, run_id: str, record: dict) -> str | None:
+    """How much of a ``log_image`` record the run holds: "complete" (the PNG and MLflow's
+    ``+compressed.webp`` preview), None (nothing), else the run-relative name of the PNG whose
+    preview is missing (MLflow uploads the two one after the other: a server that dies between
+    them leaves half an image, which a plain replay would duplicate)."""
     key = record["key"].replace("/", "~")
     prefix = f"images/{key}+step+{int(record['step'])}+timestamp+{int(record['timestamp'])}+"
-    names = [a.path for a in client.list_artifacts(run_id, "images")]
-    return any(n.startswith(prefix) and n.endswith(".png") for n in names) and any(
-        n.startswith(prefix) and n.endswith("+compressed.webp") for n in names
-    )
+    names = {a.path for a in client.list_artifacts(run_id, "images") if a.path.startswith(prefix)}
+    pngs = sorted(n for n in names if n.endswith(".png"))
+    if not pngs:
+        return None
+    for png in pngs:
+        if png[: -len(".png")] + "+compressed.webp" in names:
+            return "complete"
+    return pngs[0]
+
+
+def _complete_image(client: Any, run_id: str, image: Any, png_name: str) -> None:
+    """Upload the missing preview of ``png_name`` under the name MLflow gives it, so that the
+    run ends with exactly one image for that step, as if the first upload had finished."""
+    import tempfile
+
+    from mlflow.tracking.multimedia import compress_image_size
+    from mlflow.utils.mlflow_tags import MLFLOW_LOGGED_IMAGES
+
+    preview = Path(png_name).name[: -len(".png")] + "+compressed.webp"
+    with tempfile.TemporaryDirectory() as tmp:
+        compress_image_size(image).save(Path(tmp) / preview)
+        client.log_artifact(run_id, str(Path(tmp) / preview), "images")
+    client.set_tag(run_id, MLFLOW_LOGGED_IMAGES, True)
 
 
 @dataclass(kw_only=True)

@@ -261,3 +261,33 @@ def test_sync_waits_for_the_training_process(tmp_path):
     # the process is gone (killed without closing): sync proceeds
     result = sync_run_dir(run_dir, tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
     assert result.error is None and result.run_id
+
+
+def test_replaying_a_half_uploaded_image_completes_it_without_a_duplicate(tmp_path):
+    """A server that dies between MLflow's two uploads of one image (the PNG, then its
+    +compressed.webp preview) leaves half an image; the replay adds the preview under the same
+    name instead of logging a second image for that step, and a second replay sends nothing."""
+    from training.tracking_sync import apply_record
+
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    run_id = client.create_run(client.create_experiment("half")).info.run_id
+    grid = tmp_path / "grid.png"
+    _png(grid, 200)
+    record = {"op": "log_image", "path": str(grid), "key": "samples", "step": 32, "timestamp": 1234}
+    half = tmp_path / "half" / "samples+step+32+timestamp+1234+0f0f.png"
+    half.parent.mkdir()
+    _png(half, 200)
+    client.log_artifact(run_id, str(half), "images")  # what the dead server kept
+
+    assert apply_record(client, run_id, record, dedup=True) == "sent"
+    names = sorted(a.path for a in client.list_artifacts(run_id, "images"))
+    assert names == [
+        "images/samples+step+32+timestamp+1234+0f0f+compressed.webp",
+        "images/samples+step+32+timestamp+1234+0f0f.png",
+    ]
+    assert client.get_run(run_id).data.tags["mlflow.loggedImages"] == "True"
+    assert apply_record(client, run_id, record, dedup=True).startswith("skipped")
+    assert len(client.list_artifacts(run_id, "images")) == 2
+    other_step = dict(record, step=48)  # nothing of it in the run: a whole new image
+    assert apply_record(client, run_id, other_step, dedup=True) == "sent"
+    assert len(client.list_artifacts(run_id, "images")) == 4
