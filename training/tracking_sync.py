@@ -64,18 +64,17 @@ def apply_record(client: Any, run_id: str, record: dict[str, Any], *, dedup: boo
             return f"skipped: {path} no longer exists"
         from PIL import Image
 
-        if dedup:
-            state = _image_state(client, run_id, record)
-            if state == "complete":
-                return "skipped: already in the run"
-            if state is not None:  # the server died between the PNG and its preview
-                with Image.open(path) as image:
-                    _complete_image(client, run_id, image.convert("RGB"), state)
-                return "sent"
-        with Image.open(path) as image:
+        state = _image_state(client, run_id, record) if dedup else None
+        if state == "complete":
+            return "skipped: already in the run"
+        with Image.open(path) as opened:
+            image = opened.convert("RGB")
+        if state is not None:  # the server died between the PNG and its preview
+            _complete_image(client, run_id, image, state)
+        else:
             client.log_image(
                 run_id,
-                image.convert("RGB"),
+                image,
                 key=record["key"],
                 step=int(record["step"]),
                 timestamp=int(record["timestamp"]),

@@ -97,7 +97,9 @@ class Streams:
 
     def __init__(self, manifests: dict[str, Manifest], cfg: Any, dist: Distributed) -> None:
         self.manifests, self.cfg, self.dist = manifests, cfg, dist
-        self.channels_last = cfg.train.use_channels_last
+        self.layout = (
+            torch.channels_last if cfg.train.use_channels_last else torch.contiguous_format
+        )
         self._key: tuple | None = None
         self._iters: dict[str, Any] = {}
 
@@ -131,8 +133,7 @@ class Streams:
                 for name, it in self._iters.items():
                     images, labels = next(it)
                     images = images.to(device, non_blocking=True).float() / 127.5 - 1.0
-                    if self.channels_last:
-                        images = images.contiguous(memory_format=torch.channels_last)
+                    images = images.contiguous(memory_format=self.layout)
                     micro_batch[name] = Batch(images, labels.to(device, non_blocking=True))
                 row.append(micro_batch)
             out.append(row)

@@ -187,6 +187,11 @@ def test_channels_last_is_a_layout_not_a_model_change(tmp_path, digits_shards):
     convs = [p for net in trainer.nets.values() for p in net.parameters() if p.ndim == 4]
     assert convs and all(p.is_contiguous(memory_format=torch.channels_last) for p in convs)
     assert not all(p.is_contiguous() for p in convs)  # a real NHWC layout, not a no-op
+    ((batch,),) = trainer.streams.next(8, 1, 1, 0)
+    (images,) = (
+        b.images for b in batch.values()
+    )  # the batches too: NCHW batches would make oneDNN reorder
+    assert images.is_contiguous(memory_format=torch.channels_last) and not images.is_contiguous()
     del trainer
     train(nhwc)
     nchw = _cfg(tmp_path / "nchw", digits_shards, **extra, **{"train.channels_last": False})
