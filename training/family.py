@@ -186,6 +186,8 @@ class StepContext:
         critic_round: 0 .. d_steps_per_g - 1 inside the critic block, else 0.
         micro_batches: number of micro-batches of this phase over all ranks (for averaging
             per-micro-batch state such as a running mean).
+        micro_index: this rank's micro-batch of the phase, 0 .. (micro_batches / world_size) - 1
+            (the same micro-batch in every phase of a step: the same reals).
         device: the training device.
         c_dim: number of classes the networks are conditioned on (0: unconditional).
         rank, world_size: this process and the number of processes (for per-rank state such
@@ -210,8 +212,9 @@ class StepContext:
         class_ids: torch.Tensor | None,
         rank: int = 0,
         world_size: int = 1,
+        micro_index: int = 0,
     ) -> None:
-        self.rank, self.world_size = rank, world_size
+        self.rank, self.world_size, self.micro_index = rank, world_size, micro_index
         self.nets, self.eager_nets, self.batch, self.cfg = nets, eager_nets, batch, cfg
         self.step, self.images_seen, self.critic_round = step, images_seen, critic_round
         self.micro_batches, self.device, self.c_dim = micro_batches, device, c_dim

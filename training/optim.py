@@ -23,6 +23,14 @@ def lazy_ratio(spec: OptimizerSpec) -> float:
     return 1.0 if interval is None or interval <= 1 else interval / (interval + 1)
 
 
+def lr_factor(images_seen: int, total_images: int, decay_start: int) -> float:
+    """1 until ``decay_start``, then linear to 0 at ``total_images`` (CycleGAN's schedule, and
+    ``train.lr_rampdown_kimg``)."""
+    if images_seen <= decay_start or total_images <= decay_start:
+        return 1.0
+    return max(0.0, 1.0 - (images_seen - decay_start) / (total_images - decay_start))
+
+
 def build_optimizer(
     spec: OptimizerSpec, params: Iterable[torch.nn.Parameter], device: torch.device
 ) -> torch.optim.Optimizer:
@@ -39,4 +47,4 @@ def build_optimizer(
     raise ValueError(f"optimizer kind: must be adam or rmsprop, got {spec.kind!r}")
 
 
-__all__ = ["build_optimizer", "lazy_ratio"]
+__all__ = ["build_optimizer", "lazy_ratio", "lr_factor"]

@@ -198,6 +198,7 @@ class StepRunner:
                 class_ids=self.class_ids,
                 rank=self.dist.rank,
                 world_size=self.dist.world_size,
+                micro_index=m,
             )
             with self.precision():
                 loss, metrics = phase.loss(ctx)

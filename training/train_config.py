@@ -70,6 +70,9 @@ class TrainConfig:
     """Generator-group optimizer (kind, and per-group lr/betas/alpha/eps overrides)."""
     optimizer_d: OptimizerConfig = field(default_factory=OptimizerConfig)
     """Discriminator-group optimizer (kind, and per-group lr/betas/alpha/eps overrides)."""
+    lr_rampdown_kimg: float = 0.0
+    """Every learning rate falls linearly to zero over the last this many kimg of total_kimg
+    (0: constant; on top of a family's own schedule, e.g. CycleGAN's decay)."""
     ema_kimg: float = 10.0
     """Half-life of the EMA weights (G_ema) in kimg."""
     ema_rampup: float | None = None
@@ -135,6 +138,8 @@ class TrainConfig:
         for name in ("snapshot_ticks", "checkpoint_ticks", "keep_checkpoints", "grid_size"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}: must be >= 0, got {getattr(self, name)}")
+        if self.lr_rampdown_kimg < 0:
+            raise ValueError(f"lr_rampdown_kimg: must be >= 0, got {self.lr_rampdown_kimg}")
         if self.ema_rampup is not None and self.ema_rampup <= 0:
             raise ValueError(f"ema_rampup: must be positive or null, got {self.ema_rampup}")
 

@@ -38,7 +38,7 @@ from .ema import ema_beta, update_ema
 from .families import get_family
 from .family import Batch, EvalContext
 from .metrics import is_better
-from .optim import build_optimizer, lazy_ratio
+from .optim import build_optimizer, lazy_ratio, lr_factor
 from .runlog import RunLog
 from .state import TrainState, load_training, save_training
 from .steps import StepRunner
@@ -272,9 +272,13 @@ class Trainer:
 
     def apply_schedule(self, resuming: bool = False) -> tuple[int, int, int]:
         """Learning rates and optimizer resets of the family's schedule -> batch geometry."""
-        sched = self.family.schedule(self.state.images_seen)
-        for name, lr in (sched.lr or {}).items():
-            self.updaters[name].set_lr(lr * self.lr_ratio[name])
+        seen = self.state.images_seen
+        sched = self.family.schedule(seen)
+        total = int(self.tcfg.total_kimg * 1000)
+        ramp = lr_factor(seen, total, total - int(self.tcfg.lr_rampdown_kimg * 1000))
+        for name, updater in self.updaters.items():
+            lr = (sched.lr or {}).get(name, self.specs[name].optimizer.lr)
+            updater.set_lr(lr * ramp * self.lr_ratio[name])
         if self._era is not None and sched.era != self._era and sched.reset_optimizers:
             if not resuming:
                 for updater in self.updaters.values():

@@ -5,8 +5,9 @@ phases over one micro-batch:
 
 - ``g_main``: fakes from fresh latents with the labels of the batch shuffled (conditional fakes
   follow the data's class mix), scored by D; the G loss of ``loss.kind``.
-- ``d_main``: D on the reals (with their labels) and on fakes made without gradient; the D loss of
-  ``loss.kind`` (``LOSSES``); under WGAN-GP (Gulrajani et al. 2017) the fakes take the reals'
+- ``d_main``: D on the reals (with their labels) and on fakes made without gradient (or, with
+  ``loss.reuse_fakes``, g_main's fakes of the same micro-batch), in one forward where D allows it
+  (``joint_real_fake``); the D loss of ``loss.kind`` (``LOSSES``); under WGAN-GP (Gulrajani et al. 2017) the fakes take the reals'
   labels, so each interpolate ``lerp(real_i, fake_i)`` has one label, and the gradient penalty
   (``loss.gp_lambda``) and ProGAN's epsilon drift (``loss.drift``) are added; with
   ``r1_in_main`` (StyleGAN2's "Dboth") the R1 penalty too. The metric ``loss/d`` is the
@@ -29,6 +30,7 @@ from .. import losses
 from ..family import Family, Network, StepContext
 from ..networks import build_networks
 from ..networks.export import save_export
+from ..networks.layers import join_batches, split_batches
 
 LOSSES: dict[
     str,
@@ -54,6 +56,11 @@ class AdversarialBase(Family):
     reals_first: ClassVar[bool] = False
     """D scores the reals before the fakes (the order of its BatchNorm statistics updates and of
     the augmentation's random draws); False: fakes first."""
+    joint_real_fake: ClassVar[bool] = False
+    """D scores reals and fakes in one forward (:func:`join_batches`): only for a D whose one
+    cross-sample layer is the minibatch stddev (``model.mbstd_group``), whose groups the joined
+    batch keeps pure, so the logits are those of two forwards, at the cost of one. False: two
+    forwards (BatchNorm statistics per batch, as the classic families need)."""
 
     def __init__(self, cfg: Any, manifests: Mapping, device: torch.device) -> None:
         super().__init__(cfg, manifests, device)
@@ -62,6 +69,8 @@ class AdversarialBase(Family):
         )
         self._generator, self._discriminator = g, d
         self.d_loss, self.g_loss = LOSSES[cfg.loss.kind]
+        # loss.reuse_fakes: g_main's fakes per micro-batch, for d_main's first critic round
+        self._g_fakes: dict[int, tuple[torch.Tensor, torch.Tensor | None]] = {}
 
     # -- declarations --------------------------------------------------------------------------
     @property
@@ -118,12 +127,57 @@ class AdversarialBase(Family):
         d = (ctx.eager_nets if eager else ctx.nets)["discriminator"]
         return d(ctx.augment(images), c, **self.net_kwargs(ctx.images_seen)).float()
 
+    def discriminate_pair(
+        self,
+        ctx: StepContext,
+        real: torch.Tensor,
+        c: torch.Tensor | None,
+        fake: torch.Tensor,
+        fake_c: torch.Tensor | None,
+        *,
+        eager: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """D's float32 logits on the augmented reals and fakes -> (real, fake): one forward on
+        the joined batch where ``joint_real_fake`` allows it, else two (``reals_first`` order;
+        ``eager`` then applies to the reals only)."""
+        group = self.cfg.model.mbstd_group
+        if self.joint_real_fake:
+            if self.reals_first:
+                real_aug = ctx.augment(real)
+                fake_aug = ctx.augment(fake)
+            else:
+                fake_aug = ctx.augment(fake)
+                real_aug = ctx.augment(real)
+            images = join_batches(real_aug, fake_aug, group)
+            labels = None if c is None else join_batches(c, fake_c, group)
+            if images is not None and (c is None or labels is not None):
+                d = (ctx.eager_nets if eager else ctx.nets)["discriminator"]
+                logits = d(images, labels, **self.net_kwargs(ctx.images_seen)).float()
+                return split_batches(logits, group)
+            # a batch below the mbstd group: two forwards, each on the augmented batch above
+            d = (ctx.eager_nets if eager else ctx.nets)["discriminator"]
+            kw = self.net_kwargs(ctx.images_seen)
+            return d(real_aug, c, **kw).float(), d(fake_aug, fake_c, **kw).float()
+        if self.reals_first:
+            real_logits = self.discriminate(ctx, real, c, eager=eager)
+            fake_logits = self.discriminate(ctx, fake, fake_c)
+        else:
+            fake_logits = self.discriminate(ctx, fake, fake_c)
+            real_logits = self.discriminate(ctx, real, c, eager=eager)
+        return real_logits, fake_logits
+
     # -- phases --------------------------------------------------------------------------------
     def g_main(self, ctx: StepContext) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         labels = ctx.real.labels
         z = ctx.randn(labels.shape[0], self.z_dim)
         c = ctx.one_hot(ctx.shuffled_labels(labels))
-        fake_logits = self.discriminate(ctx, self.generate(ctx, z, c), c)
+        reuse = self.cfg.loss.reuse_fakes
+        fake = self.generate(ctx, z, c, track_w=reuse)
+        if reuse:
+            if ctx.micro_index == 0:
+                self._g_fakes.clear()
+            self._g_fakes[ctx.micro_index] = (fake.detach(), c)
+        fake_logits = self.discriminate(ctx, fake, c)
         loss = self.g_loss(fake_logits)
         return loss, {"loss/g": loss}
 
@@ -131,20 +185,20 @@ class AdversarialBase(Family):
         lcfg = self.cfg.loss
         labels = ctx.real.labels
         c = ctx.one_hot(labels)
-        z = ctx.randn(labels.shape[0], self.z_dim)
         gp_on = lcfg.kind == "wgan-gp"
-        with torch.no_grad():
-            # WGAN-GP: the reals' labels, so each interpolate has one label; else a shuffle
-            fake_c = c if gp_on else ctx.one_hot(ctx.shuffled_labels(labels))
-            fake = self.generate(ctx, z, fake_c, track_w=True).float()
-        real = self.reals(ctx).detach().requires_grad_(self.r1_in_main)
-        # Separate real and fake batches through D (each its own BatchNorm statistics).
-        if self.reals_first:
-            real_logits = self.discriminate(ctx, real, c, eager=self.r1_in_main)
-            fake_logits = self.discriminate(ctx, fake, fake_c)
+        reused = self._g_fakes.pop(ctx.micro_index, None) if ctx.critic_round == 0 else None
+        if reused is not None:  # loss.reuse_fakes: the fakes g_main trained G on
+            fake, fake_c = reused[0].float(), reused[1]
         else:
-            fake_logits = self.discriminate(ctx, fake, fake_c)
-            real_logits = self.discriminate(ctx, real, c, eager=self.r1_in_main)
+            z = ctx.randn(labels.shape[0], self.z_dim)
+            with torch.no_grad():
+                # WGAN-GP: the reals' labels, so each interpolate has one label; else a shuffle
+                fake_c = c if gp_on else ctx.one_hot(ctx.shuffled_labels(labels))
+                fake = self.generate(ctx, z, fake_c, track_w=True).float()
+        real = self.reals(ctx).detach().requires_grad_(self.r1_in_main)
+        real_logits, fake_logits = self.discriminate_pair(
+            ctx, real, c, fake, fake_c, eager=self.r1_in_main
+        )
         ctx.report_real_logits(real_logits)
         loss = self.d_loss(real_logits, fake_logits)
         metrics = {

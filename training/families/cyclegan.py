@@ -61,6 +61,7 @@ from ..networks.cyclegan import (
     generator_kwargs,
 )
 from ..networks.export import save_translator_export
+from ..optim import lr_factor
 
 STREAMS = ("a", "b")
 
@@ -123,13 +124,6 @@ def cycle_loss(reconstructed: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
 def identity_loss(same: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
     """Identity mapping ``E|G(y) - y|_1`` (CycleGAN sec. 5.2, from Taigman et al. 2017)."""
     return (same.float() - real.float()).abs().mean()
-
-
-def lr_factor(images_seen: int, total_images: int, decay_start: int) -> float:
-    """1 until ``decay_start``, then linear to 0 at ``total_images`` (the paper's schedule)."""
-    if images_seen <= decay_start or total_images <= decay_start:
-        return 1.0
-    return max(0.0, 1.0 - (images_seen - decay_start) / (total_images - decay_start))
 
 
 # -- the networks as pairs -----------------------------------------------------------------------
@@ -399,6 +393,5 @@ __all__ = [
     "CycleGANConfig",
     "cycle_loss",
     "identity_loss",
-    "lr_factor",
     "read_images",  # from training.domains, for callers that know cyclegan
 ]

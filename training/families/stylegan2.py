@@ -35,6 +35,7 @@ class AdversarialFamily(AdversarialBase):
     """StyleGAN2 and ProGAN: logistic (+R1, lazy or in ``d_main``) or WGAN-GP losses."""
 
     loss_kinds = ("nonsaturating", "wgan-gp")
+    joint_real_fake = True  # D's one cross-sample layer is the minibatch stddev
 
     def __init__(self, cfg: Any, manifests: Mapping, device: torch.device) -> None:
         if cfg.loss.kind not in self.loss_kinds:

@@ -20,7 +20,8 @@ class ModelConfig:
     map_depth: int = 8
     """Mapping-network layers (stylegan2; presets use 2 for small data, 8 for the paper)."""
     map_lr_mult: float = 0.01
-    """Learning-rate multiplier of the mapping network (equalized lr)."""
+    """Learning-rate multiplier of the mapping network (equalized lr; NVlabs 0.01, > 1 lets the
+    mapping learn faster than the synthesis network)."""
     channel_base: int = 32768
     """Feature maps at resolution r are min(channel_base / r, channel_max)."""
     channel_max: int = 512
@@ -69,8 +70,8 @@ class ModelConfig:
             )
         if self.mbstd_group < 0:
             raise ValueError(f"mbstd_group: must be >= 0 (0 disables it), got {self.mbstd_group}")
-        if not 0.0 < self.map_lr_mult <= 1.0:
-            raise ValueError(f"map_lr_mult: must be in (0, 1], got {self.map_lr_mult}")
+        if not self.map_lr_mult > 0.0:
+            raise ValueError(f"map_lr_mult: must be > 0, got {self.map_lr_mult}")
         if self.d_architecture not in ("resnet", "orig", "skip"):
             raise ValueError(
                 f"d_architecture: must be resnet, orig or skip, got {self.d_architecture!r}"

@@ -377,9 +377,7 @@ class MinibatchStdLayer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, c, h, w = x.shape
-        g = min(self.group_size, n)
-        while n % g:  # shapes only: no data-dependent control flow
-            g -= 1
+        g = mbstd_group_size(self.group_size, n)
         f = self.num_channels
         y = x.reshape(g, -1, f, c // f, h, w)  # [G, n, F, c, H, W]
         y = y - y.mean(dim=0)
@@ -390,6 +388,51 @@ class MinibatchStdLayer(nn.Module):
 
     def extra_repr(self) -> str:
         return f"group_size={self.group_size}, num_channels={self.num_channels}"
+
+
+def mbstd_group_size(group_size: int, n: int) -> int:
+    """The group :class:`MinibatchStdLayer` forms on a batch of ``n`` (shapes only)."""
+    g = max(min(group_size, n), 1)
+    while n % g:  # no data-dependent control flow
+        g -= 1
+    return g
+
+
+def join_batches(a: torch.Tensor, b: torch.Tensor, group_size: int) -> torch.Tensor | None:
+    """``a`` and ``b`` ([N, ...] each) as one batch [2N, ...] on which ``MinibatchStdLayer(
+    group_size)`` forms exactly the groups it forms on ``a`` and on ``b`` alone (each group all
+    ``a`` or all ``b``), so a D whose only cross-sample layer is the mbstd scores both in one
+    forward with the same result as two; None when no such layout exists (``b`` a different
+    size, or a batch below the group size). ``group_size`` 0: no mbstd (a plain concatenation).
+    The layer groups samples ``i, i + 2N/G, ...``: ``a`` and ``b`` alternate in blocks of N/G.
+    :func:`split_batches` undoes it."""
+    n = a.shape[0]
+    if b.shape[0] != n or b.shape[1:] != a.shape[1:]:
+        return None
+    if group_size <= 0:
+        return torch.cat([a, b])
+    g = mbstd_group_size(group_size, n)
+    if mbstd_group_size(group_size, 2 * n) != g:
+        return None
+    x = torch.stack([a.reshape(g, n // g, *a.shape[1:]), b.reshape(g, n // g, *b.shape[1:])], 1)
+    x = x.reshape(2 * n, *a.shape[1:])
+    if (
+        a.dim() == 4
+        and not a.is_contiguous()
+        and a.is_contiguous(memory_format=torch.channels_last)
+    ):
+        x = x.contiguous(memory_format=torch.channels_last)  # keep the caller's NHWC layout
+    return x
+
+
+def split_batches(x: torch.Tensor, group_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The inverse of :func:`join_batches` on any per-sample output [2N, ...] -> (a's, b's)."""
+    n = x.shape[0] // 2
+    if group_size <= 0:
+        return x[:n], x[n:]
+    g = mbstd_group_size(group_size, n)
+    y = x.reshape(g, 2, n // g, *x.shape[1:])
+    return y[:, 0].reshape(n, *x.shape[1:]), y[:, 1].reshape(n, *x.shape[1:])
 
 
 # --------------------------------------------------------------------------------------------

@@ -10,9 +10,10 @@ from data_prep.manifest import load_manifest
 from pipeline.config import load_config
 from tests.conftest import prep_demo_domains
 from training.families import get_family
-from training.families.cyclegan import cycle_loss, identity_loss, lr_factor
+from training.families.cyclegan import cycle_loss, identity_loss
 from training.family import Batch, ReduceContext, StepContext
 from training.networks.export import export_kind, load_translator_export
+from training.optim import lr_factor
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,8 @@ from training import families
 from training.checkpoint import latest_checkpoint
 from training.distributed import Distributed, Updater
 from training.families.stylegan2 import StyleGAN2
+from training.networks.layers import split_batches
+from training.optim import lazy_ratio
 from training.trainer import Trainer, train
 
 
@@ -68,11 +70,22 @@ class Recorder:
         self.events.append(("D", args[0].detach().float().clone(), args[1].detach().clone()))
 
 
-def _labels_of_fakes(events):
-    """-> [(labels D got, labels G used)] for every D row that is a generated image."""
+def _d_batches(events, group):
+    """Every batch D scored: a joined real+fake forward (``join_batches``) as its two halves."""
+    out = []
+    for _, images, c in (e for e in events if e[0] == "D"):
+        out.append((images, c))
+        if group and images.shape[0] % 2 == 0:
+            halves = zip(split_batches(images, group), split_batches(c, group))
+            out += [(img, lab) for img, lab in halves]
+    return out
+
+
+def _labels_of_fakes(events, group=4):
+    """-> [(labels D got, labels G used)] for every D batch that is a batch of generated images."""
     fakes = [(e[1], e[2]) for e in events if e[0] == "G"]
     pairs = []
-    for _, images, c in (e for e in events if e[0] == "D"):
+    for images, c in _d_batches(events, group):
         for g_c, g_img in fakes:
             if g_img.shape == images.shape and torch.equal(g_img, images):
                 pairs.append((c, g_c))
@@ -111,11 +124,63 @@ def test_d_scores_fakes_with_the_labels_they_were_generated_from(
     for d_labels, g_labels in pairs:
         assert torch.equal(d_labels, g_labels)
     d_calls = [e for e in recorder.events if e[0] == "D"]
-    if cfg.loss.kind == "wgan-gp":  # fakes, reals and interpolates: one label per row
-        fake_c, real_c, mixed_c = (e[2] for e in d_calls[-3:])
+    if cfg.loss.kind == "wgan-gp":  # reals + fakes (one forward), interpolates: one label per row
+        joined_c, mixed_c = (e[2] for e in d_calls[-2:])
+        real_c, fake_c = split_batches(joined_c, cfg.model.mbstd_group)
         assert torch.equal(fake_c, real_c) and torch.equal(mixed_c, real_c)
     for _, _, c in d_calls:  # labels actually vary (the test would be vacuous otherwise)
         assert c.argmax(1).unique().numel() > 1
+
+
+@pytest.mark.parametrize("reuse", [False, True])
+def test_reuse_fakes_scores_the_g_phase_fakes_in_the_d_phase(
+    tmp_path, digits_shards, make_trainer, reuse
+):
+    """loss.reuse_fakes: d_main scores the very fakes (and labels) g_main trained G on, with one
+    G forward per step instead of two; off, d_main draws a fresh batch."""
+    cfg = _cfg(
+        tmp_path,
+        digits_shards,
+        **{
+            "model.conditional": True,
+            "augment.mode": "none",
+            "train.batch": 8,
+            "loss.reuse_fakes": reuse,
+        },
+    )
+    trainer = make_trainer(cfg)
+    recorder = Recorder(trainer)
+    for _ in range(2):  # step 1 too: nothing from step 0 is left over
+        recorder.events.clear()
+        trainer.train_step(*trainer.next_batches())
+        g_calls = [e for e in recorder.events if e[0] == "G"]
+        assert len(g_calls) == (1 if reuse else 2)
+        pairs = _labels_of_fakes(recorder.events)
+        assert len(pairs) == 2  # g_main's D forward and d_main's fake half
+        for d_labels, g_labels in pairs:
+            assert torch.equal(d_labels, g_labels)
+
+
+def test_reuse_fakes_refuses_wgan_gp(tmp_path, digits_shards):
+    with pytest.raises(ValueError, match="reuse_fakes.*wgan-gp"):
+        _cfg(tmp_path, digits_shards, **{"loss.kind": "wgan-gp", "loss.reuse_fakes": True})
+
+
+@pytest.mark.parametrize("rampdown, factors", [(0.5, [1.0, 1.0, 0.5, 0.0]), (0.0, [1.0] * 4)])
+def test_lr_rampdown_falls_linearly_to_zero_over_the_last_kimg(
+    tmp_path, digits_shards, make_trainer, rampdown, factors
+):
+    cfg = _cfg(
+        tmp_path, digits_shards, **{"train.total_kimg": 1.0, "train.lr_rampdown_kimg": rampdown}
+    )
+    trainer = make_trainer(cfg)
+    for seen, factor in zip([0, 500, 750, 1000], factors):
+        trainer.state.images_seen = seen
+        trainer.apply_schedule()
+        for name, updater in trainer.updaters.items():
+            spec = trainer.specs[name].optimizer
+            expected = spec.lr * lazy_ratio(spec) * factor  # lazy-regularisation correction kept
+            assert updater.optimizer.param_groups[0]["lr"] == pytest.approx(expected, abs=1e-12)
 
 
 # ---------------------------------------------------------------------------------------------

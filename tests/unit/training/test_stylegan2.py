@@ -15,8 +15,10 @@ from training.networks.layers import (
     MinibatchStdLayer,
     conv2d_resample,
     downsample2d,
+    join_batches,
     modulated_conv2d,
     setup_filter,
+    split_batches,
     upsample2d,
 )
 from training.networks.stylegan2 import Discriminator, Generator, mix_styles
@@ -125,6 +127,49 @@ def test_minibatch_std_groups_and_indivisible_batch():
     y5 = layer(torch.randn(5, 6, 4, 4))
     torch.testing.assert_close(y5[:, 6], torch.full((5, 4, 4), 1e-4))
     assert layer(torch.randn(2, 6, 4, 4)).shape == (2, 7, 4, 4)  # group clipped to N
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 6, 8, 16])
+@pytest.mark.parametrize("c_dim", [0, 3])
+def test_joined_real_fake_batch_scores_as_two_forwards(n, c_dim):
+    """D on join_batches(real, fake) == D on each alone (mbstd groups stay pure), values and
+    gradients, also in channels-last; a plain concatenation of 8 + 8 would mix the groups."""
+    torch.manual_seed(n)
+    d = Discriminator(
+        c_dim=c_dim,
+        img_resolution=16,
+        img_channels=3,
+        mbstd_group=4,
+        channel_base=128,
+        channel_max=16,
+        map_depth=2,
+    )
+    real, fake = torch.randn(n, 3, 16, 16, requires_grad=True), torch.randn(n, 3, 16, 16)
+    c_real = _onehot(n, c_dim) if c_dim else None
+    c_fake = _onehot(n, c_dim).roll(1, 0) if c_dim else None
+    x = join_batches(real, fake, 4)
+    # 1, 2, 6: groups of 1, 2, 3 alone but 2, 4, 4 on the joined batch: no pure layout, refused
+    if n in (1, 2, 6):
+        assert x is None
+        return
+    c = join_batches(c_real, c_fake, 4) if c_dim else None
+    out_real, out_fake = split_batches(d(x, c), 4)
+    ref_real, ref_fake = d(real, c_real), d(fake, c_fake)
+    torch.testing.assert_close(out_real, ref_real, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out_fake, ref_fake, atol=1e-5, rtol=1e-5)
+    (grad,) = torch.autograd.grad(out_real.sum(), real)
+    (ref_grad,) = torch.autograd.grad(ref_real.sum(), real)
+    torch.testing.assert_close(grad, ref_grad, atol=1e-5, rtol=1e-4)
+    if n == 8:
+        mixed = d(torch.cat([real, fake]), None if c is None else torch.cat([c_real, c_fake]))
+        assert not torch.allclose(mixed[:n], ref_real, atol=1e-3)
+        cl = [t.contiguous(memory_format=torch.channels_last) for t in (real, fake)]
+        x_cl = join_batches(*cl, 4)
+        assert x_cl.is_contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(split_batches(d(x_cl, c), 4)[1], ref_fake, atol=1e-5, rtol=1e-5)
+    # no mbstd: a plain concatenation
+    torch.testing.assert_close(join_batches(real, fake, 0), torch.cat([real, fake]))
+    assert join_batches(real, fake[:-1], 4) is None
 
 
 # ---------------------------------------------------------------------------- networks
