@@ -16,6 +16,17 @@ def test_every_preset_loads(preset):
     assert cfg.train.batch > 0
 
 
+def test_only_the_digits_preset_takes_its_schedule_tricks():
+    """Presets built on ``digits`` keep their papers' recipes: no learning-rate ramp-down (the
+    original StyleGAN2/ProGAN/DCGAN/WGAN schedules are constant) and fresh fakes for D."""
+    digits = load_config("digits")
+    assert digits.loss.reuse_fakes and digits.train.lr_rampdown_kimg == 16
+    for preset in sorted(set(list_presets()) - {"digits"}):
+        cfg = load_config(preset)
+        assert not cfg.loss.reuse_fakes, preset
+        assert cfg.train.lr_rampdown_kimg == 0, preset
+
+
 def test_there_are_presets_for_the_stylegan2_ada_configs():
     assert {"digits", "cifar", "paper256", "paper512", "paper1024", "stylegan2", "auto256"} <= set(
         list_presets()
