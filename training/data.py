@@ -157,7 +157,9 @@ def decode_sample(sample: dict, channels: int, flip: bool = False) -> tuple[torc
     if flip:  # a view: the mirror costs nothing before the one copy below
         array = array[:, ::-1]
     label = int(sample["cls"]) if "cls" in sample else -1
-    return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1))), label
+    # always one copy: PIL's buffer is read-only, and a grayscale [H, W, 1] -> [1, H, W] transpose
+    # is already contiguous, so ascontiguousarray would hand torch the read-only buffer itself
+    return torch.from_numpy(np.array(array.transpose(2, 0, 1), order="C")), label
 
 
 def _open_shard(url: str):

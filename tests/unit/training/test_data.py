@@ -545,3 +545,17 @@ def test_a_worker_busy_past_the_shutdown_wait_does_not_block_exit():
         "sys.exit(3)\n"
     )
     _assert_exits_promptly(script)
+
+
+def test_grayscale_samples_decode_to_their_own_writable_memory():
+    """[H, W, 1] -> [1, H, W] is contiguous already: without a copy torch would get PIL's
+    read-only buffer (a UserWarning per run, and undefined behaviour on any in-place write)."""
+    arr = np.arange(8 * 8, dtype=np.uint8).reshape(8, 8)
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the non-writable-array warning fails the test
+        image, label = decode_sample({"png": buf.getvalue()}, 1)
+        image.add_(1)  # in place, as the augment/normalise steps may
+    assert label == -1 and image.shape == (1, 8, 8)
+    assert torch.equal(image[0], torch.from_numpy(arr.astype(np.uint8) + 1))
