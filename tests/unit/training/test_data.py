@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import io
 import json
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -214,12 +216,19 @@ def test_all_shards_missing_stops_with_a_one_line_error(tmp_path, workers):
     for s in m.shards:
         (tmp_path / s.name).unlink()
     cfg = DataConfig(num_workers=workers, shuffle_buffer=8, max_read_errors=20)
+    children_before = set(multiprocessing.active_children())
     start = time.monotonic()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with pytest.raises(DataReadError) as err:
             _take(build_loader(m, cfg, batch=4), 1)
     assert time.monotonic() - start < 60  # no sleeping redraw loop
+    # the workers end with the error, not whenever the GC breaks the traceback's cycle (a
+    # shutdown from the GC waited ~20 s for them)
+    assert set(multiprocessing.active_children()) <= children_before
+    start = time.monotonic()
+    gc.collect()
+    assert time.monotonic() - start < 3
     msg = str(err.value)
     assert "\n" not in msg and "20 consecutive" in msg and "missing" in msg and ".tar" in msg
 
