@@ -567,4 +567,4 @@ def test_grayscale_samples_decode_to_their_own_writable_memory():
         image, label = decode_sample({"png": buf.getvalue()}, 1)
         image.add_(1)  # in place, as the augment/normalise steps may
     assert label == -1 and image.shape == (1, 8, 8)
-    assert torch.equal(image[0], torch.from_numpy(arr.astype(np.uint8) + 1))
+    assert torch.equal(image[0], torch.from_numpy(arr + 1))
