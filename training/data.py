@@ -470,17 +470,19 @@ class ShardLoader(DataLoader):
             _LIVE_ITERATORS.add(iterator)
         try:
             yield from iterator
-        except DataReadError as exc:
-            message = str(exc)
-            if "Original Traceback" in message:  # re-raised from a worker: keep its message
-                last = message.strip().splitlines()[-1]
-                message = last.split("DataReadError: ", 1)[-1]
+        except Exception as exc:  # not GeneratorExit: a consumer that stops early keeps them
             if self.num_workers > 0:
                 # End the workers now: the exception's traceback keeps this frame, and so the
                 # iterator, in a reference cycle; the shutdown that the cyclic GC ran later
                 # waited ~20 s (measured) for workers that never received their stop signal.
                 iterator._shutdown_workers()
                 self._iterator = None  # a persistent loader starts afresh if iterated again
+            if not isinstance(exc, DataReadError):
+                raise
+            message = str(exc)
+            if "Original Traceback" in message:  # re-raised from a worker: keep its message
+                last = message.strip().splitlines()[-1]
+                message = last.split("DataReadError: ", 1)[-1]
             raise DataReadError(message) from None
 
 

@@ -25,6 +25,7 @@ from data_prep.manifest import Manifest, ShardInfo, load_manifest, save_manifest
 from training.data import (
     DataConfig,
     DataReadError,
+    ShardLoader,
     ShardStream,
     build_loader,
     check_shards,
@@ -231,6 +232,35 @@ def test_all_shards_missing_stops_with_a_one_line_error(tmp_path, workers):
     assert time.monotonic() - start < 3
     msg = str(err.value)
     assert "\n" not in msg and "20 consecutive" in msg and "missing" in msg and ".tar" in msg
+
+
+class _FailingReader(torch.utils.data.IterableDataset):
+    """A reader that breaks with an error of its own (not a DataReadError) after one batch."""
+
+    def __iter__(self):
+        yield torch.zeros(2)
+        raise RuntimeError("the reader broke")
+
+
+@pytest.mark.parametrize("persistent", [False, True])
+def test_any_reader_error_ends_the_workers_with_it(persistent):
+    loader = ShardLoader(
+        _FailingReader(), batch_size=None, num_workers=1, persistent_workers=persistent
+    )
+    children_before = set(multiprocessing.active_children())
+    with pytest.raises(RuntimeError, match="the reader broke"):
+        list(loader)
+    # as for a DataReadError: the workers end with the error, not when the GC gets to them
+    assert set(multiprocessing.active_children()) <= children_before
+    start = time.monotonic()
+    gc.collect()
+    assert time.monotonic() - start < 3
+    # a persistent loader starts afresh when iterated again (its old iterator is shut down)
+    again = iter(loader)
+    assert next(again).tolist() == [0.0, 0.0]
+    with pytest.raises(RuntimeError, match="the reader broke"):
+        next(again)
+    assert set(multiprocessing.active_children()) <= children_before
 
 
 def test_some_shards_missing_reads_the_rest_warning_once_per_shard(tmp_path):
