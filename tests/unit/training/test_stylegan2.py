@@ -122,11 +122,23 @@ def test_minibatch_std_groups_and_indivisible_batch():
     expected = (grp.var(dim=0, unbiased=False) + 1e-8).sqrt().mean()
     torch.testing.assert_close(y[0, 6, 0, 0], expected)
     assert torch.equal(y[0, 6], y[4, 6]) and not torch.equal(y[0, 6], y[1, 6])
-    # N = 6, group 4: falls back to group 3; N = 5 (prime): group 1 -> stddev sqrt(1e-8).
-    assert layer(torch.randn(6, 6, 4, 4)).shape == (6, 7, 4, 4)
+
+    def group_std(batch: torch.Tensor, members: list[int]) -> torch.Tensor:
+        return (batch[members].var(dim=0, unbiased=False) + 1e-8).sqrt().mean()
+
+    # N = 6, group 4: falls back to group 3, sample 0's group {0, 2, 4} (stride 6 / 3 = 2)
+    x6 = torch.randn(6, 6, 4, 4)
+    y6 = layer(x6)
+    assert y6.shape == (6, 7, 4, 4)
+    torch.testing.assert_close(y6[0, 6], torch.full((4, 4), group_std(x6, [0, 2, 4]).item()))
+    torch.testing.assert_close(y6[1, 6], torch.full((4, 4), group_std(x6, [1, 3, 5]).item()))
+    # N = 5 (prime): group 1 -> stddev sqrt(1e-8)
     y5 = layer(torch.randn(5, 6, 4, 4))
     torch.testing.assert_close(y5[:, 6], torch.full((5, 4, 4), 1e-4))
-    assert layer(torch.randn(2, 6, 4, 4)).shape == (2, 7, 4, 4)  # group clipped to N
+    # N = 2: the group is clipped to the batch, one group of both samples
+    x2 = torch.randn(2, 6, 4, 4)
+    y2 = layer(x2)
+    torch.testing.assert_close(y2[:, 6], torch.full((2, 4, 4), group_std(x2, [0, 1]).item()))
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 4, 6, 8, 16])
