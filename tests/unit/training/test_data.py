@@ -211,6 +211,15 @@ def test_check_shards_on_an_fsspec_url(tmp_path):
     assert sorted(v for b in loader for v in _ids(b[0])) == list(range(15))
 
 
+def _assert_workers_ended(children_before: set) -> None:
+    """The loader's workers ended with its error, not whenever the GC breaks the traceback's
+    reference cycle (a shutdown run from the GC waited ~20 s for them)."""
+    assert set(multiprocessing.active_children()) <= children_before
+    start = time.monotonic()
+    gc.collect()
+    assert time.monotonic() - start < 3
+
+
 @pytest.mark.parametrize("workers", [0, 2])
 def test_all_shards_missing_stops_with_a_one_line_error(tmp_path, workers):
     m = _write_shards(tmp_path)
@@ -224,12 +233,7 @@ def test_all_shards_missing_stops_with_a_one_line_error(tmp_path, workers):
         with pytest.raises(DataReadError) as err:
             _take(build_loader(m, cfg, batch=4), 1)
     assert time.monotonic() - start < 60  # no sleeping redraw loop
-    # the workers end with the error, not whenever the GC breaks the traceback's cycle (a
-    # shutdown from the GC waited ~20 s for them)
-    assert set(multiprocessing.active_children()) <= children_before
-    start = time.monotonic()
-    gc.collect()
-    assert time.monotonic() - start < 3
+    _assert_workers_ended(children_before)
     msg = str(err.value)
     assert "\n" not in msg and "20 consecutive" in msg and "missing" in msg and ".tar" in msg
 
@@ -250,11 +254,7 @@ def test_any_reader_error_ends_the_workers_with_it(persistent):
     children_before = set(multiprocessing.active_children())
     with pytest.raises(RuntimeError, match="the reader broke"):
         list(loader)
-    # as for a DataReadError: the workers end with the error, not when the GC gets to them
-    assert set(multiprocessing.active_children()) <= children_before
-    start = time.monotonic()
-    gc.collect()
-    assert time.monotonic() - start < 3
+    _assert_workers_ended(children_before)  # as for a DataReadError
     # a persistent loader starts afresh when iterated again (its old iterator is shut down)
     again = iter(loader)
     assert next(again).tolist() == [0.0, 0.0]
