@@ -8,6 +8,8 @@
 - The classic losses: BCE (Goodfellow et al. 2014, eq. 1, with the saturating G loss as an
   option), hinge (Lim & Ye 2017; Miyato et al. 2018, eq. 16-17) and least squares (Mao et al.
   2017, "Least Squares Generative Adversarial Networks", eq. 2 with a=0, b=c=1).
+- Mode-seeking regularisation (Mao et al. 2019, "Mode Seeking Generative Adversarial Networks
+  for Diverse Image Synthesis", eq. 3), with an optional linear decay of its weight.
 
 No ``.backward()``, no logging, no devices: each function returns a scalar tensor (batch mean) or a
 tuple of them; the trainer weights, sums, backpropagates and logs. Losses are computed in
@@ -59,6 +61,12 @@ class LossConfig:
     of a CPU step at the digits preset). The PyTorch DCGAN example shares one fake batch between
     its D and G updates the same way; NVlabs generates fresh fakes (False). Not with wgan-gp,
     whose D fakes take the reals' labels."""
+    ms_weight: float = 0.0
+    """Mode-seeking regularisation weight lambda (Mao et al. 2019; 0: off): G also minimises
+    lambda / (mean|G(z1) - G(z2)| / mean|z1 - z2| + 1e-5) over the two halves of each
+    micro-batch, so that distinct latents give distinct images (against mode collapse)."""
+    ms_decay_kimg: float = 0.0
+    """Mode seeking's weight falls linearly from ms_weight to 0 at this many kimg (0: constant)."""
 
     def __post_init__(self) -> None:
         for name in (
@@ -69,6 +77,8 @@ class LossConfig:
             "drift",
             "style_mixing",
             "clip",
+            "ms_weight",
+            "ms_decay_kimg",
         ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}: must be >= 0, got {getattr(self, name)}")
@@ -277,3 +287,36 @@ def g_lsgan_loss(fake_logits: torch.Tensor) -> torch.Tensor:
     eq. 2 has a factor 1/2 here, a constant scale of the same objective.
     """
     return (fake_logits.float() - 1.0).square().mean()
+
+
+# --------------------------------------------------------------------------------------------
+# Mode seeking (MSGAN)
+
+
+def mode_seeking_loss(
+    fake_images: torch.Tensor, latents: torch.Tensor, eps: float = 1e-5
+) -> torch.Tensor:
+    """Mode-seeking term ``1 / (mean|G(z1) - G(z2)| / mean|z1 - z2| + eps)``.
+
+    Mao et al. 2019, eq. 3 (MSGAN): G maximises the ratio of the distance between two images to
+    the distance between their latents; as in the authors' code the loss is its reciprocal, with
+    mean absolute differences. The pairs are the first and second half of the batch
+    (fake_images [N, ...] from latents [N, z]; an odd last sample is left out). Scalar; the
+    gradient flows into fake_images only (latents are inputs).
+    """
+    h = fake_images.shape[0] // 2
+    if h == 0:
+        raise ValueError("mode_seeking_loss: needs a batch of at least 2 samples")
+    images = fake_images.float()
+    z = latents.detach().float()
+    image_dist = (images[:h] - images[h : 2 * h]).abs().mean()
+    latent_dist = (z[:h] - z[h : 2 * h]).abs().mean()
+    return 1.0 / (image_dist / latent_dist + eps)
+
+
+def mode_seeking_weight(weight: float, decay_kimg: float, images_seen: int) -> float:
+    """lambda at this point of training: ``weight * max(0, 1 - kimg / decay_kimg)``, or
+    ``weight`` throughout when decay_kimg is 0."""
+    if decay_kimg <= 0:
+        return weight
+    return weight * max(0.0, 1.0 - images_seen / (decay_kimg * 1000.0))

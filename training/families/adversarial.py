@@ -179,7 +179,14 @@ class AdversarialBase(Family):
             self._g_fakes[ctx.micro_index] = (fake.detach(), c)
         fake_logits = self.discriminate(ctx, fake, c)
         loss = self.g_loss(fake_logits)
-        return loss, {"loss/g": loss}
+        logs = {"loss/g": loss}
+        lcfg = self.cfg.loss
+        ms = losses.mode_seeking_weight(lcfg.ms_weight, lcfg.ms_decay_kimg, ctx.images_seen)
+        if ms > 0 and fake.shape[0] >= 2:
+            ms_loss = losses.mode_seeking_loss(fake, z)
+            logs["loss/mode_seeking"] = ms_loss
+            loss = loss + ms * ms_loss
+        return loss, logs
 
     def d_main(self, ctx: StepContext) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         lcfg = self.cfg.loss

@@ -34,7 +34,7 @@ def _family(cfg, manifest_dir) -> Classic:
     return cls(cfg, {"train": load_manifest(str(manifest_dir))}, torch.device("cpu"))
 
 
-def _ctx(family: Classic, nets, n: int = 6, seed: int = 0) -> StepContext:
+def _ctx(family: Classic, nets, n: int = 6, seed: int = 0, images_seen: int = 0) -> StepContext:
     gen = torch.Generator().manual_seed(seed)
     m = family.manifest
     images = torch.rand(n, m.channels, m.resolution, m.resolution, generator=gen) * 2 - 1
@@ -46,7 +46,7 @@ def _ctx(family: Classic, nets, n: int = 6, seed: int = 0) -> StepContext:
         batch={"train": Batch(images=images, labels=labels)},
         cfg=family.cfg,
         step=0,
-        images_seen=0,
+        images_seen=images_seen,
         critic_round=0,
         micro_batches=1,
         device=torch.device("cpu"),
@@ -138,6 +138,32 @@ def test_saturating_option_reaches_the_g_loss(tmp_path, digits_shards):
     fake_logits = d(g(torch.randn(6, 8), None), None)
     torch.testing.assert_close(loss, losses.g_bce_loss(fake_logits, saturating=True))
     assert loss.item() < 0  # log(1 - D) < 0, unlike the non-saturating loss
+
+
+@pytest.mark.parametrize(("images_seen", "weight"), [(0, 2.0), (250, 1.5), (1000, 0.0)])
+def test_mode_seeking_joins_the_g_loss_with_its_decaying_weight(
+    tmp_path, digits_shards, images_seen, weight
+):
+    """loss.ms_weight 2 decaying to 0 at 1 kimg: G's loss is the adversarial loss plus the
+    weighted mode-seeking term over the halves of the very batch G generated (from its z)."""
+    cfg = _cfg(tmp_path, digits_shards, "mlp", **{"loss.ms_weight": 2.0, "loss.ms_decay_kimg": 1.0})
+    family = _family(cfg, digits_shards)
+    nets = _nets(family)
+    loss, metrics = family.g_main(_ctx(family, nets, seed=5, images_seen=images_seen))
+    torch.manual_seed(6)
+    g, d = nets["generator"], nets["discriminator"]
+    z = torch.randn(6, 8)
+    fake = g(z, None)
+    adversarial = losses.g_bce_loss(d(fake, None).float())
+    torch.testing.assert_close(metrics["loss/g"], adversarial)
+    if weight == 0:  # decayed: the plain G loss, no term logged
+        assert "loss/mode_seeking" not in metrics
+        torch.testing.assert_close(loss, adversarial)
+        return
+    term = losses.mode_seeking_loss(fake, z)
+    torch.testing.assert_close(metrics["loss/mode_seeking"], term)
+    torch.testing.assert_close(loss, adversarial + weight * term)
+    assert term.item() > 0.1  # the term is not negligible at these sizes (else vacuous)
 
 
 def test_wgan_gp_adds_the_penalty_with_a_gradient(tmp_path, digits_shards):

@@ -16,6 +16,8 @@ from training.losses import (
     g_wgan_loss,
     gradient_penalty,
     lazy_regularization_adam,
+    mode_seeking_loss,
+    mode_seeking_weight,
     path_length_penalty,
     r1_penalty,
 )
@@ -146,6 +148,35 @@ def test_loss_config_validation():
         LossConfig(style_mixing=1.5)
     with pytest.raises(ValueError, match="r1_interval"):
         LossConfig(r1_interval=0)
+    for name in ("ms_weight", "ms_decay_kimg"):
+        with pytest.raises(ValueError, match=f"{name}: must be >= 0, got -1"):
+            LossConfig(**{name: -1.0})
+
+
+def test_mode_seeking_by_hand():
+    # pairs (row 0, row 2) and (row 1, row 3); row 4 (odd) is left out
+    fake = torch.tensor([[0.0, 0.0], [1.0, 1.0], [2.0, 0.0], [1.0, 3.0], [9.0, 9.0]])
+    z = torch.tensor([[0.0], [0.0], [1.0], [3.0], [-7.0]])
+    fake.requires_grad_(True)
+    # image distance mean(|0-2|, |0-0|, |1-1|, |1-3|) = 1, latent distance mean(1, 3) = 2
+    loss = mode_seeking_loss(fake, z, eps=0.0)
+    assert loss.item() == pytest.approx(2.0)  # 1 / (1 / 2)
+    assert mode_seeking_loss(fake, z).item() == pytest.approx(1 / (0.5 + 1e-5))
+    loss.backward()
+    # d(1/r)/d fake = -1/r^2 * dr/d fake, r = mean|diff| / 2: each of the 4 entries of the pair
+    # differences carries sign(diff) / 4 / 2 -> -4 * sign / 8 = -sign / 2 (0 where diff is 0)
+    expected = torch.tensor([[0.5, 0.0], [0.0, 0.5], [-0.5, 0.0], [0.0, -0.5], [0.0, 0.0]])
+    torch.testing.assert_close(fake.grad, expected)  # descent pushes each pair apart
+    with pytest.raises(ValueError, match="at least 2 samples"):
+        mode_seeking_loss(fake[:1], z[:1])
+
+
+def test_mode_seeking_weight_falls_linearly_to_zero():
+    assert mode_seeking_weight(2.0, 40.0, 0) == 2.0
+    assert mode_seeking_weight(2.0, 40.0, 10_000) == pytest.approx(1.5)
+    assert mode_seeking_weight(2.0, 40.0, 40_000) == 0.0
+    assert mode_seeking_weight(2.0, 40.0, 90_000) == 0.0  # not negative after the decay
+    assert mode_seeking_weight(2.0, 0.0, 90_000) == 2.0  # no decay: constant
 
 
 def test_regularisers_on_real_stylegan2_networks():
