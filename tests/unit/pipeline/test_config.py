@@ -18,12 +18,15 @@ def test_every_preset_loads(preset):
 
 def test_only_the_digits_preset_takes_its_schedule_tricks():
     """Presets built on ``digits`` keep their papers' recipes: no learning-rate ramp-down (the
-    original StyleGAN2/ProGAN/DCGAN/WGAN schedules are constant) and fresh fakes for D."""
+    original StyleGAN2/ProGAN/DCGAN/WGAN schedules are constant), fresh fakes for D and no
+    mode-seeking term."""
     digits = load_config("digits")
     assert digits.loss.reuse_fakes and digits.train.lr_rampdown_kimg == 16
+    assert (digits.loss.ms_weight, digits.loss.ms_decay_kimg) == (1.0, 40)
     for preset in sorted(set(list_presets()) - {"digits"}):
         cfg = load_config(preset)
         assert not cfg.loss.reuse_fakes, preset
+        assert cfg.loss.ms_weight == 0, preset
         assert cfg.train.lr_rampdown_kimg == 0, preset
 
 
