@@ -26,6 +26,8 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from .optim import lr_factor
+
 
 @dataclass(kw_only=True)
 class LossConfig:
@@ -316,7 +318,5 @@ def mode_seeking_loss(
 
 def mode_seeking_weight(weight: float, decay_kimg: float, images_seen: int) -> float:
     """lambda at this point of training: ``weight * max(0, 1 - kimg / decay_kimg)``, or
-    ``weight`` throughout when decay_kimg is 0."""
-    if decay_kimg <= 0:
-        return weight
-    return weight * max(0.0, 1.0 - images_seen / (decay_kimg * 1000.0))
+    ``weight`` throughout when decay_kimg is 0 (the learning-rate ramp's ``lr_factor``)."""
+    return weight * lr_factor(images_seen, round(decay_kimg * 1000), 0)
