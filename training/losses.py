@@ -69,6 +69,14 @@ class LossConfig:
     micro-batch, so that distinct latents give distinct images (against mode collapse)."""
     ms_decay_kimg: float = 0.0
     """Mode seeking's weight falls linearly from ms_weight to 0 at this many kimg (0: constant)."""
+    info_weight: float = 1.0
+    """InfoGAN mutual-information weight lambda (Chen et al. 2016; their 1 for a categorical
+    code), used when ``model.latent_classes`` > 0: G and D's Q head both minimise lambda x the
+    cross-entropy of Q's code logits on the fakes against the code each was generated from."""
+    info_decay_kimg: float = 0.0
+    """InfoGAN's weight falls linearly from info_weight to 0 at this many kimg (0: constant):
+    once the code has sorted G's samples into its modes, G answers to D alone (a late Q pressure
+    let G signal the code through speckle D had no time to punish; docs/families.md)."""
 
     def __post_init__(self) -> None:
         for name in (
@@ -81,6 +89,8 @@ class LossConfig:
             "clip",
             "ms_weight",
             "ms_decay_kimg",
+            "info_weight",
+            "info_decay_kimg",
         ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}: must be >= 0, got {getattr(self, name)}")
@@ -316,7 +326,16 @@ def mode_seeking_loss(
     return 1.0 / (image_dist / latent_dist + eps)
 
 
-def mode_seeking_weight(weight: float, decay_kimg: float, images_seen: int) -> float:
-    """lambda at this point of training: ``weight * max(0, 1 - kimg / decay_kimg)``, or
-    ``weight`` throughout when decay_kimg is 0 (the learning-rate ramp's ``lr_factor``)."""
+def decaying_weight(weight: float, decay_kimg: float, images_seen: int) -> float:
+    """A regulariser's lambda at this point of training (mode seeking, InfoGAN's code term):
+    ``weight * max(0, 1 - kimg / decay_kimg)``, or ``weight`` throughout when decay_kimg is 0
+    (the learning-rate ramp's ``lr_factor``)."""
     return weight * lr_factor(images_seen, round(decay_kimg * 1000), 0)
+
+
+def info_loss(code_logits: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
+    """InfoGAN's mutual-information term for a categorical code (Chen et al. 2016, eq. 5): the
+    cross-entropy of Q's logits [N, k] against the codes [N] the fakes were generated from, a
+    mean over the batch. Minimising it maximises the variational lower bound L_I(G, Q) up to the
+    code's constant entropy log k."""
+    return F.cross_entropy(code_logits.float(), code)

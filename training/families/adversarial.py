@@ -31,6 +31,7 @@ from ..family import Family, Network, StepContext
 from ..networks import build_networks
 from ..networks.export import save_export
 from ..networks.layers import join_batches, split_batches
+from ..networks.stylegan2 import latent_code
 
 LOSSES: dict[
     str,
@@ -69,8 +70,11 @@ class AdversarialBase(Family):
         )
         self._generator, self._discriminator = g, d
         self.d_loss, self.g_loss = LOSSES[cfg.loss.kind]
-        # loss.reuse_fakes: g_main's fakes per micro-batch, for d_main's first critic round
-        self._g_fakes: dict[int, tuple[torch.Tensor, torch.Tensor | None]] = {}
+        # loss.reuse_fakes: g_main's fakes (+ labels, latents) per micro-batch, for d_main's
+        # first critic round
+        self._g_fakes: dict[int, tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]] = {}
+        # InfoGAN (model.latent_classes): D's outputs carry Q's code logits after the score
+        self.q_dim = int(getattr(d, "q_dim", 0))
 
     # -- declarations --------------------------------------------------------------------------
     @property
@@ -115,6 +119,21 @@ class AdversarialBase(Family):
         """Fakes for the main phases: [N, C, H, W]."""
         return ctx.nets["generator"](z, c, **self.net_kwargs(ctx.images_seen))
 
+    def split_q(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """D's output -> (logits [N, 1], InfoGAN code logits [N, k] or None)."""
+        if self.q_dim:
+            return out[:, :1], out[:, 1:]
+        return out, None
+
+    def info_term(
+        self, q: torch.Tensor, z: torch.Tensor, images_seen: int, logs: dict, name: str
+    ) -> torch.Tensor:
+        """lambda x InfoGAN's code cross-entropy of Q's logits ``q`` on fakes made from ``z``."""
+        lcfg = self.cfg.loss
+        info = losses.info_loss(q, latent_code(z, self.q_dim))
+        logs[name] = info
+        return losses.decaying_weight(lcfg.info_weight, lcfg.info_decay_kimg, images_seen) * info
+
     def reals(self, ctx: StepContext) -> torch.Tensor:
         """The real images D sees at this position."""
         return ctx.real.images
@@ -122,8 +141,8 @@ class AdversarialBase(Family):
     def discriminate(
         self, ctx: StepContext, images: torch.Tensor, c: torch.Tensor | None, *, eager=False
     ) -> torch.Tensor:
-        """D's float32 logits on augmented ``images`` (``eager``: the never-compiled D, for a
-        double backward)."""
+        """D's float32 output on augmented ``images`` (``eager``: the never-compiled D, for a
+        double backward): the logits, then any InfoGAN code logits (:meth:`split_q`)."""
         d = (ctx.eager_nets if eager else ctx.nets)["discriminator"]
         return d(ctx.augment(images), c, **self.net_kwargs(ctx.images_seen)).float()
 
@@ -137,7 +156,7 @@ class AdversarialBase(Family):
         *,
         eager: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """D's float32 logits on the augmented reals and fakes -> (real, fake): one forward on
+        """D's float32 outputs on the augmented reals and fakes -> (real, fake): one forward on
         the joined batch where ``joint_real_fake`` allows it, else two (``reals_first`` order;
         ``eager`` then applies to the reals only)."""
         group = self.cfg.model.mbstd_group
@@ -176,12 +195,14 @@ class AdversarialBase(Family):
         if reuse:
             if ctx.micro_index == 0:
                 self._g_fakes.clear()
-            self._g_fakes[ctx.micro_index] = (fake.detach(), c)
-        fake_logits = self.discriminate(ctx, fake, c)
+            self._g_fakes[ctx.micro_index] = (fake.detach(), c, z)
+        fake_logits, fake_q = self.split_q(self.discriminate(ctx, fake, c))
         loss = self.g_loss(fake_logits)
         logs = {"loss/g": loss}
+        if fake_q is not None:
+            loss = loss + self.info_term(fake_q, z, ctx.images_seen, logs, "loss/info_g")
         lcfg = self.cfg.loss
-        ms = losses.mode_seeking_weight(lcfg.ms_weight, lcfg.ms_decay_kimg, ctx.images_seen)
+        ms = losses.decaying_weight(lcfg.ms_weight, lcfg.ms_decay_kimg, ctx.images_seen)
         if ms > 0 and fake.shape[0] >= 2:
             ms_loss = losses.mode_seeking_loss(fake, z)
             logs["loss/mode_seeking"] = ms_loss
@@ -195,7 +216,7 @@ class AdversarialBase(Family):
         gp_on = lcfg.kind == "wgan-gp"
         reused = self._g_fakes.pop(ctx.micro_index, None) if ctx.critic_round == 0 else None
         if reused is not None:  # loss.reuse_fakes: the fakes g_main trained G on
-            fake, fake_c = reused[0].float(), reused[1]
+            fake, fake_c, z = reused[0].float(), reused[1], reused[2]
         else:
             z = ctx.randn(labels.shape[0], self.z_dim)
             with torch.no_grad():
@@ -203,9 +224,11 @@ class AdversarialBase(Family):
                 fake_c = c if gp_on else ctx.one_hot(ctx.shuffled_labels(labels))
                 fake = self.generate(ctx, z, fake_c, track_w=True).float()
         real = self.reals(ctx).detach().requires_grad_(self.r1_in_main)
-        real_logits, fake_logits = self.discriminate_pair(
+        real_out, fake_out = self.discriminate_pair(
             ctx, real, c, fake, fake_c, eager=self.r1_in_main
         )
+        real_logits, _ = self.split_q(real_out)
+        fake_logits, fake_q = self.split_q(fake_out)
         ctx.report_real_logits(real_logits)
         loss = self.d_loss(real_logits, fake_logits)
         metrics = {
@@ -213,9 +236,11 @@ class AdversarialBase(Family):
             "scores/real": real_logits.mean(),
             "scores/fake": fake_logits.mean(),
         }
+        if fake_q is not None:
+            loss = loss + self.info_term(fake_q, z, ctx.images_seen, metrics, "loss/info_d")
         if gp_on:
             gp = losses.gradient_penalty(
-                lambda x: self.discriminate(ctx, x, c, eager=True),
+                lambda x: self.split_q(self.discriminate(ctx, x, c, eager=True))[0],
                 real,
                 fake,
                 gp_lambda=lcfg.gp_lambda,

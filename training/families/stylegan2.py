@@ -96,10 +96,10 @@ class AdversarialFamily(AdversarialBase):
         the interval so the regulariser keeps its strength."""
         lcfg = self.cfg.loss
         real = self.reals(ctx).detach().requires_grad_(True)
-        real_logits = self.discriminate(ctx, real, ctx.one_hot(ctx.real.labels))
-        r1 = losses.r1_penalty(real_logits, real)
-        # real_logits * 0 keeps every D output in the graph (as NVlabs)
-        loss = r1 * (lcfg.r1_gamma / 2) * lcfg.r1_interval + real_logits.mean() * 0
+        real_out = self.discriminate(ctx, real, ctx.one_hot(ctx.real.labels))
+        r1 = losses.r1_penalty(self.split_q(real_out)[0], real)
+        # real_out * 0 keeps every D output (InfoGAN's Q head too) in the graph (as NVlabs)
+        loss = r1 * (lcfg.r1_gamma / 2) * lcfg.r1_interval + real_out.mean() * 0
         return loss, {"loss/r1": r1}
 
     # -- outputs -------------------------------------------------------------------------------

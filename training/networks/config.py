@@ -32,6 +32,12 @@ class ModelConfig:
     """Minibatch-stddev feature channels."""
     conditional: bool = False
     """Condition G and D on the class labels of the dataset (needs a labelled manifest)."""
+    latent_classes: int = 0
+    """InfoGAN categorical latent code (Chen et al. 2016; stylegan2, unconditional): G reads a
+    k-way code from its own z (the argmax of ``z[:, :k]``, uniform over the k values for a
+    Gaussian z), embeds it as it embeds a label, and D gets a k-way Q head that must recover the
+    code from the image (``loss.info_weight``): no labels are used, but G learns k discrete,
+    recognisable modes instead of a continuum between them. 0: off."""
     w_avg_beta: float = 0.995
     """Decay of the running W average used by the truncation trick (stylegan2)."""
     conv_clamp: float | None = 256.0
@@ -78,5 +84,19 @@ class ModelConfig:
             )
         if self.conv_clamp is not None and self.conv_clamp <= 0:
             raise ValueError(f"conv_clamp: must be positive or null, got {self.conv_clamp}")
+        if self.latent_classes < 0 or self.latent_classes == 1:
+            raise ValueError(
+                f"latent_classes: must be 0 (off) or >= 2 code values, got {self.latent_classes}"
+            )
+        if self.latent_classes and (self.family != "stylegan2" or self.conditional):
+            raise ValueError(
+                "latent_classes: the InfoGAN code is for the unconditional stylegan2 family "
+                f"(got family {self.family!r}, conditional {self.conditional}); set it to 0"
+            )
+        if self.latent_classes > self.z_dim:
+            raise ValueError(
+                f"latent_classes: the code is read from the first {self.latent_classes} latent "
+                f"values, more than z_dim={self.z_dim}; lower it or raise model.z_dim"
+            )
         if not 0.0 <= self.w_avg_beta < 1.0:
             raise ValueError(f"w_avg_beta: must be in [0, 1), got {self.w_avg_beta}")

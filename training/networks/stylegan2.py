@@ -34,6 +34,7 @@ from .stylegan2_generator import (
     SynthesisNetwork,
     ToRGBLayer,
     _check_resolution,
+    latent_code,
     mix_styles,
 )
 
@@ -62,6 +63,7 @@ def generator_kwargs(
         "channel_max": model_cfg.channel_max,
         "conv_clamp": None if model_cfg.conv_clamp is None else float(model_cfg.conv_clamp),
         "num_fp16_res": int(model_cfg.num_fp16_res),
+        "latent_classes": int(model_cfg.latent_classes),
     }
 
 
@@ -86,6 +88,7 @@ def discriminator_kwargs(
         "map_depth": D_MAP_DEPTH,
         "map_lr_mult": float(model_cfg.map_lr_mult),
         "num_fp16_res": int(model_cfg.num_fp16_res),
+        "q_dim": int(model_cfg.latent_classes),
     }
 
 
@@ -103,5 +106,6 @@ __all__ = [
     "ToRGBLayer",
     "discriminator_kwargs",
     "generator_kwargs",
+    "latent_code",
     "mix_styles",
 ]

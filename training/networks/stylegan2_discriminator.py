@@ -95,9 +95,10 @@ class DiscriminatorEpilogue(nn.Module):
         mbstd_group: int = 4,  # 0: no minibatch-stddev layer
         mbstd_channels: int = 1,
         conv_clamp: float | None = None,
+        q_dim: int = 0,  # InfoGAN Q head: code logits beside the score (0: none)
     ) -> None:
         super().__init__()
-        self.cmap_dim = cmap_dim
+        self.cmap_dim, self.q_dim = cmap_dim, q_dim
         if use_fromrgb:
             self.fromrgb = Conv2dLayer(
                 img_channels, in_channels, 1, activation="lrelu", conv_clamp=conv_clamp
@@ -113,6 +114,8 @@ class DiscriminatorEpilogue(nn.Module):
         )
         self.fc = FullyConnectedLayer(in_channels * 16, in_channels, activation="lrelu")
         self.out = FullyConnectedLayer(in_channels, cmap_dim if cmap_dim > 0 else 1)
+        if q_dim > 0:
+            self.q = FullyConnectedLayer(in_channels, q_dim)
 
     def forward(
         self, x: torch.Tensor | None, img: torch.Tensor | None, cmap: torch.Tensor | None
@@ -124,16 +127,19 @@ class DiscriminatorEpilogue(nn.Module):
         if self.mbstd is not None:
             x = self.mbstd(x)
         x = self.conv(x)
-        x = self.fc(x.flatten(1))
-        x = self.out(x)
+        features = self.fc(x.flatten(1))
+        x = self.out(features)
         if self.cmap_dim > 0:
             # Projection discriminator: <phi(x), embed(c)>, normalised by sqrt(cmap_dim).
             x = (x * cmap).sum(dim=1, keepdim=True) * (1.0 / math.sqrt(self.cmap_dim))
+        if self.q_dim > 0:  # InfoGAN: Q shares every layer of D but its last
+            x = torch.cat([x, self.q(features)], dim=1)
         return x
 
 
 class Discriminator(nn.Module):
-    """images [N, img_channels, R, R] (+ one-hot c [N, c_dim]) -> logits [N, 1]."""
+    """images [N, img_channels, R, R] (+ one-hot c [N, c_dim]) -> logits [N, 1], or with an
+    InfoGAN Q head (``q_dim`` > 0) [N, 1 + q_dim]: the score, then the code logits."""
 
     def __init__(
         self,
@@ -150,6 +156,7 @@ class Discriminator(nn.Module):
         map_depth: int = 8,  # layers of the label mapping network (conditional only)
         map_lr_mult: float = 0.01,
         num_fp16_res: int = 0,  # highest-resolution blocks that may run in reduced precision
+        q_dim: int = 0,  # InfoGAN Q head over the latent code's values (0: none)
     ) -> None:
         super().__init__()
         log2 = _check_resolution(img_resolution)
@@ -157,6 +164,7 @@ class Discriminator(nn.Module):
         if architecture not in ("resnet", "orig", "skip"):
             raise ValueError(f"architecture: must be resnet, orig or skip, got {architecture!r}")
         self.c_dim, self.img_resolution, self.img_channels = c_dim, img_resolution, img_channels
+        self.q_dim = q_dim
         self.architecture = architecture
         block_resolutions = [2**i for i in range(log2, 2, -1)]
         channels = {
@@ -191,6 +199,7 @@ class Discriminator(nn.Module):
             mbstd_group=mbstd_group,
             mbstd_channels=mbstd_channels,
             conv_clamp=conv_clamp,
+            q_dim=q_dim,
         )
 
     def forward(self, images: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:

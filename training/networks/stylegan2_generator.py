@@ -13,6 +13,7 @@ from typing import Literal
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from .layers import (
     FullyConnectedLayer,
@@ -44,11 +45,19 @@ def _channels(channel_base: int, channel_max: int, resolution: int) -> int:
 # Generator
 
 
+def latent_code(z: torch.Tensor, classes: int) -> torch.Tensor:
+    """InfoGAN's categorical code carried by a latent: the argmax of ``z[:, :classes]`` -> int64
+    [N]. For z ~ N(0, I) it is uniform over the ``classes`` values and independent of the other
+    coordinates, so sampling z samples the code; any z (a seed, a projected latent) has one."""
+    return z[:, :classes].argmax(dim=1)
+
+
 class MappingNetwork(nn.Module):
     """z [N, z_dim], c [N, c_dim] -> ws [N, num_ws, w_dim] (or [N, w_dim] when num_ws is None).
 
     z and the label embedding are each normalised to unit second moment and concatenated
-    (NVlabs). The running mean ``w_avg`` (truncation centre) is a persistent buffer, updated
+    (NVlabs). With ``latent_classes`` k > 0 (InfoGAN's categorical code) the "label" is read from
+    z itself, :func:`latent_code`, so the network keeps an unconditional interface. The running mean ``w_avg`` (truncation centre) is a persistent buffer, updated
     with ``w_avg_beta`` only when ``update_emas=True``, so calls by the loss (style mixing, path
     length) and by evaluation leave it alone.
     """
@@ -62,13 +71,20 @@ class MappingNetwork(nn.Module):
         num_layers: int = 8,  # fully-connected layers
         lr_multiplier: float = 0.01,  # equalized-lr multiplier (StyleGAN sec. 2)
         w_avg_beta: float | None = 0.995,  # decay of w_avg (None: no w_avg buffer)
+        latent_classes: int = 0,  # InfoGAN code read from z (unconditional only; 0: none)
     ) -> None:
         super().__init__()
+        if latent_classes and (c_dim or latent_classes > z_dim):
+            raise ValueError(
+                f"latent_classes: needs an unconditional mapping with z_dim >= {latent_classes}"
+            )
         self.z_dim, self.c_dim, self.w_dim, self.num_ws = z_dim, c_dim, w_dim, num_ws
         self.num_layers, self.w_avg_beta = num_layers, w_avg_beta
-        embed_features = w_dim if c_dim > 0 else 0
-        if c_dim > 0:
-            self.embed = FullyConnectedLayer(c_dim, embed_features)
+        self.latent_classes = latent_classes
+        embed_in = c_dim or latent_classes
+        embed_features = w_dim if embed_in > 0 else 0
+        if embed_in > 0:
+            self.embed = FullyConnectedLayer(embed_in, embed_features)
         features = [z_dim + embed_features] + [w_dim] * num_layers
         self.layers = nn.ModuleList(
             FullyConnectedLayer(
@@ -111,6 +127,10 @@ class MappingNetwork(nn.Module):
                 )
             y = normalize_2nd_moment(self.embed(c.to(torch.float32)))
             x = torch.cat([x, y], dim=1) if x is not None else y
+        elif self.latent_classes > 0:
+            code = F.one_hot(latent_code(z, self.latent_classes), self.latent_classes)
+            y = normalize_2nd_moment(self.embed(code.to(torch.float32)))
+            x = torch.cat([x, y], dim=1)
         for layer in self.layers:
             x = layer(x)
         if update_emas and self.w_avg_beta is not None:
@@ -355,16 +375,18 @@ class Generator(nn.Module):
         channel_max: int = 512,
         conv_clamp: float | None = None,  # clamp conv outputs to +-this (None: never)
         num_fp16_res: int = 0,  # highest-resolution blocks that may run in reduced precision
+        latent_classes: int = 0,  # InfoGAN categorical code read from z (0: none)
     ) -> None:
         super().__init__()
         self.z_dim, self.c_dim, self.w_dim = z_dim, c_dim, w_dim
+        self.latent_classes = latent_classes
         self.img_resolution, self.img_channels = img_resolution, img_channels
         self.synthesis = SynthesisNetwork(
             w_dim, img_resolution, img_channels, channel_base, channel_max, conv_clamp, num_fp16_res
         )
         self.num_ws = self.synthesis.num_ws
         self.mapping = MappingNetwork(
-            z_dim, c_dim, w_dim, self.num_ws, map_depth, map_lr_mult, w_avg_beta
+            z_dim, c_dim, w_dim, self.num_ws, map_depth, map_lr_mult, w_avg_beta, latent_classes
         )
 
     def forward(

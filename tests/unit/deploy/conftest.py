@@ -7,7 +7,13 @@ from pathlib import Path
 import pytest
 
 
-def make_export(out: Path, c_dim: int = 0, seed: int = 0, metrics: dict | None = None) -> Path:
+def make_export(
+    out: Path,
+    c_dim: int = 0,
+    seed: int = 0,
+    metrics: dict | None = None,
+    latent_classes: int = 0,
+) -> Path:
     import torch
 
     from training.networks import build_networks
@@ -16,7 +22,13 @@ def make_export(out: Path, c_dim: int = 0, seed: int = 0, metrics: dict | None =
 
     torch.manual_seed(seed)
     cfg = ModelConfig(
-        z_dim=16, w_dim=16, map_depth=2, channel_base=256, channel_max=32, conditional=c_dim > 0
+        z_dim=16,
+        w_dim=16,
+        map_depth=2,
+        channel_base=256,
+        channel_max=32,
+        conditional=c_dim > 0,
+        latent_classes=latent_classes,
     )
     generator, _, g_kwargs, _ = build_networks(cfg, 16, 3, c_dim)
     # A non-zero w_avg and noise strength so truncation and noise modes actually matter.
@@ -44,6 +56,12 @@ def make_export(out: Path, c_dim: int = 0, seed: int = 0, metrics: dict | None =
 @pytest.fixture(scope="session")
 def export_uncond(tmp_path_factory) -> Path:
     return make_export(tmp_path_factory.mktemp("export-uncond"), metrics={"fid50k": 40.0})
+
+
+@pytest.fixture(scope="session")
+def export_latent_code(tmp_path_factory) -> Path:
+    """Unconditional, with InfoGAN's 4-way code read from z (model.latent_classes)."""
+    return make_export(tmp_path_factory.mktemp("export-latent"), seed=2, latent_classes=4)
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,5 @@
-"""The classic families' phases, hooks and sampling, run on a real StepContext (no trainer)."""
+"""The classic families' phases, hooks and sampling (and the adversarial phases' InfoGAN code
+term), run on a real StepContext (no trainer)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from training import losses
 from training.families import get_family
 from training.families.classic import Classic, check_config, clip_weights
 from training.family import Batch, StepContext
+from training.networks.stylegan2 import latent_code
 
 
 def _cfg(tmp_path, manifest, family, **extra):
@@ -26,6 +28,7 @@ def _cfg(tmp_path, manifest, family, **extra):
         # the digits preset's mode seeking off: these tests compare G's adversarial loss alone
         # (test_mode_seeking_joins_the_g_loss_with_its_decaying_weight turns it on)
         "loss.ms_weight": 0.0,
+        "model.latent_classes": 0,  # the preset's InfoGAN code (its own test turns it on)
         **extra,
     }
     return load_config("digits", tiny_overrides(tmp_path, manifest, **overrides))
@@ -167,6 +170,39 @@ def test_mode_seeking_joins_the_g_loss_with_its_decaying_weight(
     torch.testing.assert_close(metrics["loss/mode_seeking"], term)
     torch.testing.assert_close(loss, adversarial + weight * term)
     assert term.item() > 0.1  # the term is not negligible at these sizes (else vacuous)
+
+
+@pytest.mark.parametrize(("images_seen", "weight"), [(0, 2.0), (500, 1.0), (1000, 0.0)])
+def test_infogan_code_loss_joins_both_phases_on_the_same_fakes(
+    tmp_path, digits_shards, images_seen, weight
+):
+    """model.latent_classes 4, loss.info_weight 2 decaying to 0 at 1 kimg: G's and D's losses
+    each add the weight x the cross-entropy of D's Q head on the fakes against the codes their
+    latents carry; with reused fakes D's phase scores the very fakes (and codes) of G's."""
+    overrides = {
+        "model.latent_classes": 4,
+        "loss.info_weight": 2.0,
+        "loss.info_decay_kimg": 1.0,
+        "loss.reuse_fakes": True,
+    }
+    cfg = _cfg(tmp_path, digits_shards, "stylegan2", **overrides)
+    family = _family(cfg, digits_shards)
+    nets = _nets(family)
+    ctx = _ctx(family, nets, n=8, seed=3, images_seen=images_seen)
+    g_loss, g_metrics = family.g_main(ctx)
+    fake, _, z = family._g_fakes[0]
+    q = nets["discriminator"](fake, None)[:, 1:]
+    expected = losses.info_loss(q, latent_code(z, 4))
+    torch.testing.assert_close(g_metrics["loss/info_g"], expected)
+    assert expected.item() > 0.1  # not a vanishing term (else the sums below are vacuous)
+    torch.testing.assert_close(g_loss, g_metrics["loss/g"] + weight * expected)
+    d_loss, d_metrics = family.d_main(ctx)
+    torch.testing.assert_close(d_metrics["loss/info_d"], expected)
+    torch.testing.assert_close(d_loss, d_metrics["loss/d"] + weight * expected)
+    d_loss.backward()
+    head = nets["discriminator"].epilogue.q
+    assert head.weight.grad is not None
+    assert (head.weight.grad.abs().sum() > 0) == (weight > 0)  # Q learns while the term is on
 
 
 def test_wgan_gp_adds_the_penalty_with_a_gradient(tmp_path, digits_shards):

@@ -11,13 +11,13 @@ from training.losses import (
     LossConfig,
     d_logistic_loss,
     d_wgan_loss,
+    decaying_weight,
     epsilon_drift,
     g_nonsaturating_loss,
     g_wgan_loss,
     gradient_penalty,
     lazy_regularization_adam,
     mode_seeking_loss,
-    mode_seeking_weight,
     path_length_penalty,
     r1_penalty,
 )
@@ -148,7 +148,7 @@ def test_loss_config_validation():
         LossConfig(style_mixing=1.5)
     with pytest.raises(ValueError, match="r1_interval"):
         LossConfig(r1_interval=0)
-    for name in ("ms_weight", "ms_decay_kimg"):
+    for name in ("ms_weight", "ms_decay_kimg", "info_weight", "info_decay_kimg"):
         with pytest.raises(ValueError, match=f"{name}: must be >= 0, got -1"):
             LossConfig(**{name: -1.0})
 
@@ -171,12 +171,12 @@ def test_mode_seeking_by_hand():
         mode_seeking_loss(fake[:1], z[:1])
 
 
-def test_mode_seeking_weight_falls_linearly_to_zero():
-    assert mode_seeking_weight(2.0, 40.0, 0) == 2.0
-    assert mode_seeking_weight(2.0, 40.0, 10_000) == pytest.approx(1.5)
-    assert mode_seeking_weight(2.0, 40.0, 40_000) == 0.0
-    assert mode_seeking_weight(2.0, 40.0, 90_000) == 0.0  # not negative after the decay
-    assert mode_seeking_weight(2.0, 0.0, 90_000) == 2.0  # no decay: constant
+def test_decaying_weight_falls_linearly_to_zero():
+    assert decaying_weight(2.0, 40.0, 0) == 2.0
+    assert decaying_weight(2.0, 40.0, 10_000) == pytest.approx(1.5)
+    assert decaying_weight(2.0, 40.0, 40_000) == 0.0
+    assert decaying_weight(2.0, 40.0, 90_000) == 0.0  # not negative after the decay
+    assert decaying_weight(2.0, 0.0, 90_000) == 2.0  # no decay: constant
 
 
 def test_regularisers_on_real_stylegan2_networks():
