@@ -23,7 +23,11 @@ import tempfile
 import time
 from pathlib import Path
 
-COLUMNS = ("coverage", "class_entropy", "classifier_fd", "confident", "confident_real")
+from training.metrics import EvalConfig
+from training.metrics.evaluation import result_names
+
+# the coverage evaluation's results, in its order (the one list: training/metrics/evaluation.py)
+COLUMNS = tuple(result_names(EvalConfig(metrics=["coverage"], feature_extractor="classifier")))
 
 
 def main() -> int:

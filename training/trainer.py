@@ -38,6 +38,7 @@ from .ema import ema_beta, update_ema
 from .families import get_family
 from .family import Batch, EvalContext
 from .metrics import is_better
+from .networks.export import export_kind, read_export_config, read_translator_config
 from .optim import build_optimizer, lazy_ratio, lr_factor
 from .runlog import RunLog
 from .state import TrainState, load_training, save_training
@@ -429,6 +430,9 @@ class Trainer:
             last_ckpt = self.save()
             grid = self.sample_grid()
             export_dir = self.export()
+        metrics = dict(self.last_metrics)
+        if status == "finished" and self.cfg.eval.use_best and export_dir is not None:
+            export_dir, metrics = self.best_result(export_dir, metrics)
         self.log.finish(status, export_dir)
         result = TrainResult(
             run_dir=self.run_dir,
@@ -438,10 +442,25 @@ class Trainer:
             mlflow_run_id=self.state.mlflow_run_id,
             last_checkpoint=last_ckpt,
             grid_path=grid,
-            metrics=dict(self.last_metrics),
+            metrics=metrics,
         )
         self.dist.shutdown()
         return result
+
+    def best_result(self, final: Path, metrics: dict[str, float]) -> tuple[Path, dict]:
+        """``eval.use_best``: export-best/ and its evaluation (its export's metrics, which survive
+        a resume) as the run's result; the final export when no snapshot was kept."""
+        best = self.run_dir / "export-best"
+        if not self.dist.is_main or not best.is_dir():
+            return final, metrics
+        read = read_export_config if export_kind(best) == "generator" else read_translator_config
+        meta = read(best).get("meta", {})
+        self.log.say(
+            f"eval.use_best: the run's result is {best} ({meta.get('kimg')} kimg, "
+            f"{self.cfg.eval.keep_best} {meta.get('metrics', {}).get(self.cfg.eval.keep_best)}); "
+            f"the final G is in {final}"
+        )
+        return best, {f"metrics/{k}": float(v) for k, v in meta.get("metrics", {}).items()}
 
     # -- checkpoints -----------------------------------------------------------------------------
     def save(self, root: Path | None = None, keep: int | None = None) -> Path | None:

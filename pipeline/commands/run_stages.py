@@ -133,6 +133,11 @@ def print_summary(
         f"  mlflow run:   {result.mlflow_run_id} in experiment {cfg.tracking.experiment!r} at {uri}"
     )
     print(f"  model:        {model_uri}")
+    if result.export_dir is not None and result.export_dir.name == "export-best":
+        print(
+            f"  snapshot:     {result.export_dir} (eval.use_best: the best by "
+            f"{cfg.eval.keep_best}; the final G is in export/)"
+        )
     evals = {k.split("/", 1)[1]: v for k, v in result.metrics.items() if k.startswith("metrics/")}
     if evals:
         note = (

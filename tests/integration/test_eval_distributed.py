@@ -73,6 +73,7 @@ def test_two_process_eval_matches_one_process(tmp_path, digits_shards):
         "classifier_kid",
         "confident",
         "confident_real",
+        "confident_balanced",
     }
     # classifier_kid included: found by this test, the real features are gathered rank by rank
     # (each rank reads its own shards), so KID's seeded subsets picked other images on 2

@@ -16,6 +16,10 @@ labels the generated images; from its predictions and features:
   least 0.9 (softmax maximum), reported beside ``confident_real``, the same share on the real
   images: coverage can be 1.0 while many samples are ambiguous strokes between classes; the
   real figure is what a generator that matches the data would reach.
+- ``confident_balanced``: the same share with each class's part capped at its fair share
+  ``1 / num_classes``: 1.0 only when every class is produced in its share and read with
+  confidence; a missing class costs its whole share, so one number ranks snapshots on both
+  (``eval.keep_best``).
 
 The classifier is deterministic given its seed (on CPU) and cached per manifest sha256 next to the
 reference statistics as ``classifier-<key>.safetensors`` + ``.json`` (never a pickle). Its
@@ -373,3 +377,18 @@ def confident_share(logits: torch.Tensor, threshold: float = CONFIDENT_PROB) -> 
         return 0.0
     top = torch.softmax(logits.double(), dim=1).amax(dim=1)
     return float((top >= threshold).double().mean())
+
+
+def confident_balanced(logits: torch.Tensor, threshold: float = CONFIDENT_PROB) -> float:
+    """Classifier logits [M, K] -> sum over the K classes of min(share of the samples read as
+    that class with probability >= ``threshold``, 1 / K): ``confident`` with each class's part
+    capped at its fair share (0.0 for no samples)."""
+    if not 0.0 < threshold <= 1.0:
+        raise ValueError(f"threshold: must be in (0, 1], got {threshold}")
+    m, k = logits.shape
+    if m == 0:
+        return 0.0
+    probs = torch.softmax(logits.double(), dim=1)
+    top, cls = probs.max(dim=1)
+    counts = torch.bincount(cls[top >= threshold].cpu(), minlength=k)[:k].double()
+    return float((counts / m).clamp(max=1.0 / k).sum())

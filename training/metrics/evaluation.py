@@ -44,6 +44,7 @@ from .coverage import (
     check_labelled,
     classifier_key,
     classifier_kwargs,
+    confident_balanced,
     confident_share,
     coverage_stats,
     load_or_train_classifier,
@@ -72,6 +73,7 @@ RESULTS = (
     "classifier_is",
     "confident",
     "confident_real",
+    "confident_balanced",
 )
 
 SampleFn = Callable[[torch.Tensor, "torch.Tensor | None"], torch.Tensor]
@@ -84,7 +86,8 @@ class EvalConfig:
 
     metrics: list[str] = field(default_factory=lambda: ["fid"])
     """Which metrics: fid, kid, pr (precision + recall), is (Inception Score), coverage (class
-    coverage, class_entropy, classifier_fd, confident, confident_real; labelled data only)."""
+    coverage, class_entropy, classifier_fd, confident, confident_real, confident_balanced;
+    labelled data only)."""
     num_images: int = 50_000
     """Generated images per evaluation (50k as in the literature; at least 10)."""
     every_kimg: float = 0.0
@@ -101,6 +104,11 @@ class EvalConfig:
     keep_best: str | None = None
     """Keep the checkpoint/export that is best by this result name, e.g. fid or coverage
     (None: keep only the latest)."""
+    use_best: bool = False
+    """The run's result is the best snapshot by ``keep_best`` (``export-best/``): what
+    ``ganforge train`` registers and reports and ``ganforge run`` generates from, as a
+    StyleGAN2-ADA user picks the best-FID pickle; the final G stays in ``export/``. False: the
+    final G."""
     batch: int = 64
     """Images per generator/extractor call, per rank."""
     max_real: int = 0
@@ -142,6 +150,11 @@ class EvalConfig:
                 f"noise_mode: must be random or const, got {self.noise_mode!r} (random is the "
                 "setting of published FID/KID)"
             )
+        if self.use_best and not (self.keep_best and (self.every_kimg > 0 or self.at_end)):
+            raise ValueError(
+                "use_best: needs eval.keep_best (the metric that ranks the snapshots) and "
+                "evaluations (eval.every_kimg > 0 or eval.at_end); set them or use_best=false"
+            )
         if self.keep_best is not None and self.keep_best not in result_names(self):
             raise ValueError(
                 f"keep_best: {self.keep_best!r} is not computed by metrics={self.metrics} with "
@@ -157,7 +170,14 @@ def result_names(cfg: EvalConfig) -> list[str]:
         "kid": [f"{p}kid"],
         "pr": [f"{p}precision", f"{p}recall"],
         "is": [f"{p}is"],
-        "coverage": ["coverage", "class_entropy", "classifier_fd", "confident", "confident_real"],
+        "coverage": [
+            "coverage",
+            "class_entropy",
+            "classifier_fd",
+            "confident",
+            "confident_real",
+            "confident_balanced",
+        ],
     }
     return list(dict.fromkeys(n for m in cfg.metrics for n in names[m]))
 
@@ -491,6 +511,7 @@ def _compute(
         # the share read with >= 0.9 probability, for the generated and for the real images
         results["confident"] = confident_share(classifier.logits(fake["classifier"]))
         results["confident_real"] = confident_share(classifier.logits(real["classifier"]))
+        results["confident_balanced"] = confident_balanced(classifier.logits(fake["classifier"]))
         if "classifier_fd" not in results:
             results["classifier_fd"] = frechet_distance(real["classifier"], fake["classifier"])
     return results

@@ -436,6 +436,7 @@ def test_eval_config_validation_and_names():
         "classifier_fd",
         "confident",
         "confident_real",
+        "confident_balanced",
     ]
     assert result_names(EvalConfig(metrics="fid,kid", feature_extractor="classifier")) == [
         "classifier_fd",
@@ -450,6 +451,14 @@ def test_eval_config_validation_and_names():
     with pytest.raises(ValueError, match="^every_kimg:"):
         EvalConfig(every_kimg=-1)
     assert EvalConfig(metrics=["coverage"], keep_best="coverage").keep_best == "coverage"
+    with pytest.raises(ValueError, match="^use_best: needs eval.keep_best"):
+        EvalConfig(metrics=["coverage"], at_end=True, use_best=True)
+    with pytest.raises(ValueError, match="^use_best: needs eval.keep_best"):
+        EvalConfig(metrics=["coverage"], keep_best="confident_balanced", use_best=True)
+    assert EvalConfig(
+        metrics=["coverage"], keep_best="confident_balanced", at_end=True, use_best=True
+    ).use_best
+    assert higher_is_better("confident_balanced")
     assert not higher_is_better("fid") and not higher_is_better("metrics/classifier_fd")
     assert higher_is_better("coverage") and higher_is_better("recall")
     assert is_better("fid", 3.0, 4.0) and not is_better("fid", 5.0, 4.0)
@@ -516,6 +525,7 @@ def test_cli_eval_on_a_tiny_export(digits_shards, cache_dir, tmp_path, capsys):
         "classifier_fd",
         "confident",
         "confident_real",
+        "confident_balanced",
     }
 
 
