@@ -60,7 +60,7 @@ def tiny_overrides(work_dir: Path, manifest: Path, **extra: object) -> list[str]
         "data.manifest": str(manifest),
         "data.num_workers": 0,
         "data.shuffle_buffer": 64,
-        "model.z_dim": 16,
+        "model.z_dim": 24,  # room for the digits preset's 20-way InfoGAN code
         "model.w_dim": 16,
         "model.map_depth": 2,
         "model.channel_base": 128,
@@ -74,10 +74,20 @@ def tiny_overrides(work_dir: Path, manifest: Path, **extra: object) -> list[str]
         "tracking.enabled": False,
         "tracking.register": False,
         "eval.at_end": False,
+        # the digits preset's snapshot evaluations and best-snapshot result (tests that are about
+        # them turn them on)
+        "eval.every_kimg": 0,
+        "eval.use_best": False,
         # the digits preset's schedule tricks, off unless a test is about them: a ramp-down ties
         # the learning rate to total_kimg (tests stop runs early), reused fakes exclude wgan-gp
         "loss.reuse_fakes": False,
         "train.lr_rampdown_kimg": 0,
     }
     base.update(extra)
+    # the digits preset's InfoGAN code (20 values, within the tiny z_dim: runs built on the
+    # preset exercise the code and the Q head) is for its own unconditional stylegan2 model
+    if str(base.get("model.family", "stylegan2")) != "stylegan2" or str(
+        base.get("model.conditional", False)
+    ).lower() in ("true", "1"):
+        base.setdefault("model.latent_classes", 0)
     return [f"{k}={v}" for k, v in base.items()]

@@ -455,10 +455,12 @@ class Trainer:
             return final, metrics
         read = read_export_config if export_kind(best) == "generator" else read_translator_config
         meta = read(best).get("meta", {})
+        key = self.cfg.eval.keep_best
+        value = meta.get("metrics", {}).get(key)
+        shown = f"{value:.4f}" if isinstance(value, (int, float)) else value
         self.log.say(
-            f"eval.use_best: the run's result is {best} ({meta.get('kimg')} kimg, "
-            f"{self.cfg.eval.keep_best} {meta.get('metrics', {}).get(self.cfg.eval.keep_best)}); "
-            f"the final G is in {final}"
+            f"eval.use_best: the run's result is {best} ({meta.get('kimg')} kimg, {key} "
+            f"{shown}); the final G is in {final}"
         )
         return best, {f"metrics/{k}": float(v) for k, v in meta.get("metrics", {}).items()}
 

@@ -18,16 +18,21 @@ def test_every_preset_loads(preset):
 
 def test_only_the_digits_preset_takes_its_schedule_tricks():
     """Presets built on ``digits`` keep their papers' recipes: no learning-rate ramp-down (the
-    original StyleGAN2/ProGAN/DCGAN/WGAN schedules are constant), fresh fakes for D and no
-    mode-seeking term."""
+    original StyleGAN2/ProGAN/DCGAN/WGAN schedules are constant), fresh fakes for D, no
+    mode-seeking term, no InfoGAN code and the final G as the result."""
     digits = load_config("digits")
     assert digits.loss.reuse_fakes and digits.train.lr_rampdown_kimg == 16
     assert (digits.loss.ms_weight, digits.loss.ms_decay_kimg) == (1.0, 40)
+    assert digits.model.latent_classes == 20
+    assert (digits.loss.info_weight, digits.loss.info_decay_kimg) == (1.0, 40)
+    assert digits.eval.use_best and digits.eval.keep_best == "confident_balanced"
     for preset in sorted(set(list_presets()) - {"digits"}):
         cfg = load_config(preset)
         assert not cfg.loss.reuse_fakes, preset
         assert cfg.loss.ms_weight == 0, preset
         assert cfg.train.lr_rampdown_kimg == 0, preset
+        assert cfg.model.latent_classes == 0, preset
+        assert not cfg.eval.use_best, preset
 
 
 def test_there_are_presets_for_the_stylegan2_ada_configs():
@@ -48,6 +53,7 @@ def test_overrides_apply_with_types():
             "train.batch=64",
             "train.mixed_precision=bf16",
             "model.conditional=true",
+            "model.latent_classes=0",  # the preset's InfoGAN code is for unconditional models
             "train.betas=[0.0, 0.9]",
             "train.resume=null",
         ],

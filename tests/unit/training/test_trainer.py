@@ -45,6 +45,7 @@ def test_short_run_writes_everything(tmp_path, digits_shards):
         "classifier_fd",
         "confident",
         "confident_real",
+        "confident_balanced",
     }
     assert generator(torch.randn(2, generator.z_dim), None, noise_mode="const").shape == (
         2,
@@ -54,10 +55,41 @@ def test_short_run_writes_everything(tmp_path, digits_shards):
     )
 
 
-def test_resume_is_exact(tmp_path, digits_shards):
+def test_use_best_makes_the_best_snapshot_the_result(tmp_path, digits_shards):
+    """eval.use_best: the run's result (what train registers and run generates from) is
+    export-best/, the snapshot with the highest keep_best of all evaluations, with its metrics;
+    the final G stays in export/."""
     extra = {
+        "train.total_kimg": 0.048,
+        "eval.every_kimg": 0.016,
+        "eval.num_images": 50,
+        "eval.keep_best": "confident_balanced",
+        "eval.use_best": True,
+    }
+    cfg = _cfg(tmp_path, digits_shards, **extra)
+    result = train(cfg)
+    run = cfg.run_dir
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in rows if "metrics/confident_balanced" in r]
+    assert len(evals) == 3  # at 16 and 32 images, and the final one at 48
+    scores = [r["metrics/confident_balanced"] for r in evals]
+    best = evals[scores.index(max(scores))]  # the first of equals: a later tie does not replace
+    assert result.export_dir == run / "export-best"
+    assert (run / "export" / "generator.json").is_file()  # the final G, kept
+    _, config = load_export(result.export_dir)
+    assert config["meta"]["kimg"] == pytest.approx(best["kimg"])
+    for name, value in config["meta"]["metrics"].items():
+        assert result.metrics[f"metrics/{name}"] == pytest.approx(value)
+        assert best[f"metrics/{name}"] == pytest.approx(value)
+
+
+@pytest.mark.parametrize("latent_classes", [0, 20])
+def test_resume_is_exact(tmp_path, digits_shards, latent_classes):
+    extra = {
+        "model.latent_classes": latent_classes,  # 20: the preset's InfoGAN code and Q head
         "data.loader": "deterministic",
         "augment.mode": "ada",
+        "augment.p": 0.2,
         "augment.interval": 1,
         "augment.ada_kimg": 0.1,
         "loss.r1_interval": 2,
@@ -72,7 +104,8 @@ def test_resume_is_exact(tmp_path, digits_shards):
     (wa, sa), (wb, sb) = _weights(straight.run_dir), _weights(resumed.run_dir)
     assert sa["images_seen"] == sb["images_seen"] == 48
     # the ADA controller owns p and is checkpointed once (state.json "ada")
-    assert sa["ada"]["p"] == pytest.approx(sb["ada"]["p"]) and sa["ada"]["p"] > 0
+    # from p 0.2 either way (a p stuck at 0 would hide a controller that forgot its state)
+    assert sa["ada"]["p"] == pytest.approx(sb["ada"]["p"]) and sa["ada"]["p"] != 0.2
     for key in wa:
         torch.testing.assert_close(wa[key], wb[key], rtol=0, atol=1e-6, msg=key)
 
