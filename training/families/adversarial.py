@@ -12,6 +12,9 @@ phases over one micro-batch:
   (``loss.gp_lambda``) and ProGAN's epsilon drift (``loss.drift``) are added; with
   ``r1_in_main`` (StyleGAN2's "Dboth") the R1 penalty too. The metric ``loss/d`` is the
   adversarial term; the regularisers are logged as their own metrics.
+- InfoGAN (``model.latent_classes``, Chen et al. 2016): D's output carries Q's code logits after
+  the score (:meth:`split_q`); both phases add ``loss.info_weight x`` the cross-entropy of Q on
+  the fakes against the codes their latents carry (``loss/info_g``, ``loss/info_d``).
 
 Subclasses say how G is called (``generate``, ``net_kwargs``), which reals D sees (``reals``), in
 which order D scores the two batches (``reals_first``), their phases and their sampling.

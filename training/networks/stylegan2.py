@@ -10,6 +10,9 @@ Discriminator: images -> FromRGB -> residual blocks (or plain "orig" blocks, or 
 every resolution) down to 4x4 -> minibatch-stddev -> conv -> fc -> out; conditional through a
 projection (Miyato & Koyama 2018): logits = <out, cmap(c)> / sqrt(cmap_dim).
 
+InfoGAN (Chen et al. 2016; ``latent_classes`` / ``q_dim``): G embeds a categorical code read from
+its own z (:func:`latent_code`), D adds a Q head on its last features: [N, 1 + q_dim] outputs.
+
 Style mixing regularisation (StyleGAN sec. 3.1) lives in :func:`mix_styles`, called by the loss /
 trainer; the networks themselves are pure functions of their inputs (plus the ``w_avg`` buffer,
 updated only when ``update_emas=True``).
