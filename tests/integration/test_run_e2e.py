@@ -18,7 +18,7 @@ TINY = {
     "prep.workers": 1,
     "data.num_workers": 0,
     "data.shuffle_buffer": 64,
-    "model.z_dim": 16,
+    "model.z_dim": 24,  # room for the preset's 20-way InfoGAN code
     "model.w_dim": 16,
     "model.channel_base": 128,
     "model.channel_max": 16,
