@@ -57,9 +57,10 @@ class MappingNetwork(nn.Module):
 
     z and the label embedding are each normalised to unit second moment and concatenated
     (NVlabs). With ``latent_classes`` k > 0 (InfoGAN's categorical code) the "label" is read from
-    z itself, :func:`latent_code`, so the network keeps an unconditional interface. The running mean ``w_avg`` (truncation centre) is a persistent buffer, updated
-    with ``w_avg_beta`` only when ``update_emas=True``, so calls by the loss (style mixing, path
-    length) and by evaluation leave it alone.
+    z itself, :func:`latent_code`, so the network keeps an unconditional interface. The running
+    mean ``w_avg`` (truncation centre) is a persistent buffer, updated with ``w_avg_beta`` only
+    when ``update_emas=True``, so calls by the loss (style mixing, path length) and by evaluation
+    leave it alone.
     """
 
     def __init__(
