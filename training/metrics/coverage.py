@@ -368,27 +368,29 @@ def coverage_stats(predictions: torch.Tensor, num_classes: int) -> dict[str, flo
 CONFIDENT_PROB = 0.9  # a sample is read "with confidence" at this softmax maximum or above
 
 
+def _confident_classes(logits: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Classifier logits [M, K] -> the classes of the samples read with probability >=
+    ``threshold`` (the one rule behind ``confident`` and ``confident_balanced``)."""
+    if not 0.0 < threshold <= 1.0:
+        raise ValueError(f"threshold: must be in (0, 1], got {threshold}")
+    top, cls = torch.softmax(logits.double(), dim=1).max(dim=1)
+    return cls[top >= threshold]
+
+
 def confident_share(logits: torch.Tensor, threshold: float = CONFIDENT_PROB) -> float:
     """Classifier logits [M, num_classes] -> share of the samples whose most likely class has
     probability >= ``threshold`` (0.0 for no samples)."""
-    if not 0.0 < threshold <= 1.0:
-        raise ValueError(f"threshold: must be in (0, 1], got {threshold}")
-    if logits.shape[0] == 0:
-        return 0.0
-    top = torch.softmax(logits.double(), dim=1).amax(dim=1)
-    return float((top >= threshold).double().mean())
+    confident = _confident_classes(logits, threshold)
+    return confident.numel() / logits.shape[0] if logits.shape[0] else 0.0
 
 
 def confident_balanced(logits: torch.Tensor, threshold: float = CONFIDENT_PROB) -> float:
     """Classifier logits [M, K] -> sum over the K classes of min(share of the samples read as
     that class with probability >= ``threshold``, 1 / K): ``confident`` with each class's part
     capped at its fair share (0.0 for no samples)."""
-    if not 0.0 < threshold <= 1.0:
-        raise ValueError(f"threshold: must be in (0, 1], got {threshold}")
+    confident = _confident_classes(logits, threshold)
     m, k = logits.shape
     if m == 0:
         return 0.0
-    probs = torch.softmax(logits.double(), dim=1)
-    top, cls = probs.max(dim=1)
-    counts = torch.bincount(cls[top >= threshold].cpu(), minlength=k)[:k].double()
+    counts = torch.bincount(confident.cpu(), minlength=k)[:k].double()
     return float((counts / m).clamp(max=1.0 / k).sum())

@@ -506,12 +506,12 @@ def _compute(
         results[f"{p}is"] = inception_score(extractors[kind].logits(fake[kind]), seed=cfg.seed)
     if "coverage" in cfg.metrics:
         classifier = extractors["classifier"]
-        predictions = classifier.logits(fake["classifier"]).argmax(dim=1)
-        results.update(coverage_stats(predictions, classifier.num_logits))
+        fake_logits = classifier.logits(fake["classifier"])
+        results.update(coverage_stats(fake_logits.argmax(dim=1), classifier.num_logits))
         # the share read with >= 0.9 probability, for the generated and for the real images
-        results["confident"] = confident_share(classifier.logits(fake["classifier"]))
+        results["confident"] = confident_share(fake_logits)
         results["confident_real"] = confident_share(classifier.logits(real["classifier"]))
-        results["confident_balanced"] = confident_balanced(classifier.logits(fake["classifier"]))
+        results["confident_balanced"] = confident_balanced(fake_logits)
         if "classifier_fd" not in results:
             results["classifier_fd"] = frechet_distance(real["classifier"], fake["classifier"])
     return results
